@@ -1,0 +1,225 @@
+// Command sbcd is the firmware daemon of the sbcd edge box, a SIP session
+// border controller. It exists as the one place that knows every other
+// package: it reads the flags, checks the config, builds the object graph,
+// owns the process signals and turns the outcome into an exit code. Everything
+// else lives in packages that cmd/sbcd wires together (DESIGN.md §1).
+//
+// Usage:
+//
+//	sbcd [-config FILE] [-log-level debug|info|warn|error]
+//	sbcd version
+//
+// Signals:
+//
+//	SIGTERM, SIGINT  shut down cleanly and exit 0.
+//	SIGUSR1          toggle the log level between debug and the -log-level
+//	                 level (info when that is debug), without a restart.
+//
+// Exit codes: 0 on a clean shutdown, 1 when the daemon cannot start (for
+// example an unreadable config file), 2 for bad flags or usage.
+//
+// This build does not serve SIP yet: that arrives with the calls issue, and
+// config parsing arrives with the config issue. Until then sbcd says so in its
+// log instead of pretending to listen.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// defaultSIPAddr is where the built-in default config serves SIP: loopback
+// only, so that a box without a config is not reachable from the network.
+const defaultSIPAddr = "127.0.0.1:5060"
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run is main without the process: it returns the exit code instead of
+// exiting, and subscribes to the real process signals.
+func run(args []string, stdout, stderr io.Writer) int {
+	return runWith(args, stdout, stderr, osSignals)
+}
+
+// signals is what the daemon learns from the outside world while it runs.
+type signals struct {
+	// stop is done when the daemon must shut down (SIGTERM, SIGINT).
+	stop context.Context
+	// toggleDebug receives a value each time the log level must toggle
+	// between debug and the configured level (SIGUSR1).
+	toggleDebug <-chan os.Signal
+}
+
+// subscribeFunc starts delivering signals; release undoes the subscription.
+// Tests pass their own to drive the daemon without real signals.
+type subscribeFunc func() (s signals, release func())
+
+// osSignals subscribes to the process signals.
+func osSignals() (signals, func()) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	release := func() {
+		signal.Stop(usr1)
+		stop()
+	}
+	return signals{stop: ctx, toggleDebug: usr1}, release
+}
+
+// runWith parses the command line and runs the subcommand or the daemon.
+func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) int {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "version":
+			if len(args) > 1 {
+				fmt.Fprintf(stderr, "sbcd: version takes no arguments, got %q\n", args[1:])
+				return exitUsage
+			}
+			fmt.Fprintf(stdout, "sbcd %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+			return exitOK
+		default:
+			fmt.Fprintf(stderr, "sbcd: unknown subcommand %q\n", args[0])
+			usage(stderr, nil)
+			return exitUsage
+		}
+	}
+
+	fs := flag.NewFlagSet("sbcd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(stderr, fs) }
+	configPath := fs.String("config", "", "read the configuration from `FILE` (default: built-in defaults)")
+	level := slog.LevelInfo
+	fs.Func("log-level", "log `level`: debug, info, warn or error (default info)", func(s string) error {
+		l, err := parseLevel(s)
+		if err != nil {
+			return err
+		}
+		level = l
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage // the flag package has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sbcd: unexpected argument %q\n", fs.Arg(0))
+		usage(stderr, fs)
+		return exitUsage
+	}
+
+	if *configPath != "" {
+		if err := checkReadable(*configPath); err != nil {
+			fmt.Fprintf(stderr, "sbcd: cannot read config file: %v\n", err)
+			return exitError
+		}
+	}
+
+	return daemon(*configPath, level, stderr, subscribe)
+}
+
+// daemon runs until stop is done. It logs to stderr through one root logger
+// whose level can change at run time.
+func daemon(configPath string, level slog.Level, stderr io.Writer, subscribe subscribeFunc) int {
+	var lv slog.LevelVar
+	lv.Set(level)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &lv}))
+
+	// Subscribe before announcing readiness, so that a signal sent right
+	// after the "running" line is never lost or fatal.
+	sig, release := subscribe()
+	defer release()
+
+	log.Info("sbcd starting", "version", version, "platform", runtime.GOOS+"/"+runtime.GOARCH,
+		"go", runtime.Version(), "pid", os.Getpid(), "log_level", lv.Level())
+	if configPath == "" {
+		log.Info("no -config given: using the built-in defaults", "sip_listen", defaultSIPAddr)
+	} else {
+		log.Info("config file found; config parsing arrives with the config issue, using the built-in defaults",
+			"config", configPath, "sip_listen", defaultSIPAddr)
+	}
+	log.Warn("SIP serving is not implemented in this build: nothing listens", "sip_listen", defaultSIPAddr)
+	log.Info("running: SIGTERM or SIGINT stops, SIGUSR1 toggles debug logging")
+
+	for {
+		select {
+		case <-sig.stop.Done():
+			log.Info("shutting down", "cause", context.Cause(sig.stop))
+			return exitOK
+		case <-sig.toggleDebug:
+			next := slog.LevelDebug
+			if lv.Level() == slog.LevelDebug {
+				next = level
+				if next == slog.LevelDebug {
+					next = slog.LevelInfo
+				}
+			}
+			lv.Set(next)
+			log.Info("log level changed", "log_level", next)
+		}
+	}
+}
+
+// parseLevel accepts exactly the four level names, in any case.
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
+}
+
+// checkReadable reports whether path is a regular file this process can open
+// for reading. Parsing the TOML arrives with the config issue.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err // *fs.PathError: "open FILE: reason"
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	return nil
+}
+
+// usage prints the command summary, and the flags when fs is not nil.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `usage:
+  sbcd [-config FILE] [-log-level debug|info|warn|error]   run the daemon
+  sbcd version                                             print the version
+`)
+	if fs != nil {
+		fmt.Fprintln(w, "flags:")
+		fs.PrintDefaults()
+	}
+}

@@ -1,0 +1,3 @@
+module sbcd
+
+go 1.26
