@@ -28,6 +28,15 @@ var (
 
 const none = ^uint32(0)
 
+// entry is the metadata of one stored key, 16 bytes, kept together so that a
+// probe touches one cache line before it compares key bytes.
+type entry struct {
+	hash  uint64 // full hash of the key
+	value uint32 // the caller's value; next free entry while free
+	lenA  uint16 // length of the first key part
+	lenB  uint16 // length of the second key part
+}
+
 // Options sizes an index.
 type Options struct {
 	// Capacity is the number of keys the index holds at most.
@@ -43,10 +52,7 @@ type Index struct {
 	maxKey int
 	mask   uint32
 	table  []uint32 // probe table: entry number + 1, 0 = empty
-	hash   []uint64 // per entry: full hash of its key
-	value  []uint32 // per entry: the caller's value; next free entry while free
-	lenA   []uint16 // per entry: length of the first key part
-	lenB   []uint16 // per entry: length of the second key part
+	ent    []entry  // per entry: what a probe compares, in one cache line
 	keys   []byte   // per entry: MaxKeyLen bytes of key storage
 	free   uint32   // head of the free entry list
 	used   int
@@ -73,18 +79,15 @@ func New(o Options) (*Index, error) {
 		maxKey: o.MaxKeyLen,
 		mask:   size - 1,
 		table:  make([]uint32, size),
-		hash:   make([]uint64, o.Capacity),
-		value:  make([]uint32, o.Capacity),
-		lenA:   make([]uint16, o.Capacity),
-		lenB:   make([]uint16, o.Capacity),
+		ent:    make([]entry, o.Capacity),
 		keys:   make([]byte, o.Capacity*o.MaxKeyLen),
 
 		hashMask: ^uint64(0),
 	}
-	for i := range x.value {
-		x.value[i] = uint32(i + 1)
+	for i := range x.ent {
+		x.ent[i].value = uint32(i + 1)
 	}
-	x.value[o.Capacity-1] = none
+	x.ent[o.Capacity-1].value = none
 	x.free = 0
 	return x, nil
 }
@@ -93,7 +96,7 @@ func New(o Options) (*Index, error) {
 func (x *Index) Len() int { return x.used }
 
 // Cap is the number of keys the index can hold.
-func (x *Index) Cap() int { return len(x.hash) }
+func (x *Index) Cap() int { return len(x.ent) }
 
 func (x *Index) sum(a, b string) uint64 {
 	var h maphash.Hash
@@ -105,7 +108,7 @@ func (x *Index) sum(a, b string) uint64 {
 }
 
 func (x *Index) equal(e uint32, a, b string) bool {
-	if int(x.lenA[e]) != len(a) || int(x.lenB[e]) != len(b) {
+	if int(x.ent[e].lenA) != len(a) || int(x.ent[e].lenB) != len(b) {
 		return false
 	}
 	k := x.keys[int(e)*x.maxKey:]
@@ -121,7 +124,7 @@ func (x *Index) find(h uint64, a, b string) (pos uint32, ok bool) {
 		if t == 0 {
 			return pos, false
 		}
-		if e := t - 1; x.hash[e] == h && x.equal(e, a, b) {
+		if e := t - 1; x.ent[e].hash == h && x.equal(e, a, b) {
 			return pos, true
 		}
 		pos = (pos + 1) & x.mask
@@ -143,11 +146,8 @@ func (x *Index) Insert(a, b string, v uint32) (uint32, error) {
 		return 0, ErrFull
 	}
 	e := x.free
-	x.free = x.value[e]
-	x.hash[e] = h
-	x.value[e] = v
-	x.lenA[e] = uint16(len(a))
-	x.lenB[e] = uint16(len(b))
+	x.free = x.ent[e].value
+	x.ent[e] = entry{hash: h, value: v, lenA: uint16(len(a)), lenB: uint16(len(b))}
 	k := x.keys[int(e)*x.maxKey:]
 	copy(k[copy(k, a):], b)
 	x.table[pos] = e + 1
@@ -164,7 +164,7 @@ func (x *Index) Lookup(a, b string) (uint32, bool) {
 	if !ok {
 		return 0, false
 	}
-	return x.value[x.table[pos]-1], true
+	return x.ent[x.table[pos]-1].value, true
 }
 
 // Delete removes key (a, b) and reports whether it was there.
@@ -183,10 +183,10 @@ func (x *Index) Delete(a, b string) bool {
 // DeleteEntry removes the key stored in entry e (as returned by Insert) and
 // reports whether e was in use.
 func (x *Index) DeleteEntry(e uint32) bool {
-	if int(e) >= len(x.hash) {
+	if int(e) >= len(x.ent) {
 		return false
 	}
-	pos := uint32(x.hash[e]) & x.mask
+	pos := uint32(x.ent[e].hash) & x.mask
 	for {
 		t := x.table[pos]
 		if t == 0 {
@@ -205,9 +205,8 @@ func (x *Index) DeleteEntry(e uint32) bool {
 // never slow down with churn).
 func (x *Index) remove(pos uint32) {
 	e := x.table[pos] - 1
-	x.value[e] = x.free
+	x.ent[e] = entry{value: x.free}
 	x.free = e
-	x.lenA[e], x.lenB[e] = 0, 0
 	x.used--
 
 	hole := pos
@@ -217,7 +216,7 @@ func (x *Index) remove(pos uint32) {
 		if t == 0 {
 			break
 		}
-		home := uint32(x.hash[t-1]) & x.mask
+		home := uint32(x.ent[t-1].hash) & x.mask
 		// The entry at next may move into the hole when its home position
 		// is not cyclically inside (hole, next].
 		if (next-home)&x.mask >= (next-hole)&x.mask {

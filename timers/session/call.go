@@ -208,6 +208,15 @@ type Call struct {
 	maxAt   int64 // max_call_duration deadline
 }
 
+// leg returns the state of leg id, or nil for an id that names no leg: a bad
+// id from a caller is ignored, never acted on as another leg.
+func (c *Call) leg(id LegID) *Leg {
+	if id > LegB {
+		return nil
+	}
+	return &c.Legs[id]
+}
+
 // Invite starts a call at now, when the caller's INVITE is accepted into a
 // slot (DESIGN.md §2: a call never answered is cleaned up at early_timeout).
 func (c *Call) Invite(now int64, p *Params) {
@@ -222,10 +231,10 @@ func (c *Call) Invite(now int64, p *Params) {
 // refresher leaves it to sbcd. A 2xx without Session-Expires means the
 // callee runs no session timer: the leg is probed instead.
 func (c *Call) StartUAC(now int64, leg LegID, offer Offer, resp Response, allowUpdate bool, p *Params) {
-	if c.Phase != PhaseEarly {
+	l := c.leg(leg)
+	if c.Phase != PhaseEarly || l == nil {
 		return // a late 2xx of an ended or already answered call
 	}
-	l := &c.Legs[leg&1]
 	l.AllowUpdate = allowUpdate
 	l.MinSE = offer.MinSE
 	l.settle(resp.SE, resp.Refresher != RefresherUAS, p)
@@ -237,10 +246,10 @@ func (c *Call) StartUAC(now int64, leg LegID, offer Offer, resp Response, allowU
 // (RFC 4028 §9, Table 2). capSE, when non-zero, is the B-leg's agreed
 // interval, which the answer never exceeds (DESIGN.md §2).
 func (c *Call) StartUAS(now int64, leg LegID, req Request, capSE uint32, allowUpdate bool, p *Params) Answer {
-	if c.Phase != PhaseEarly {
+	l := c.leg(leg)
+	if c.Phase != PhaseEarly || l == nil {
 		return Answer{}
 	}
-	l := &c.Legs[leg&1]
 	l.AllowUpdate = allowUpdate
 	l.MinSE = max(req.MinSE, secs(p.MinSE))
 	a, local, timer := p.answer(req, capSE)
@@ -374,8 +383,8 @@ func (c *Call) send(now int64, leg LegID, p *Params) Action {
 // Outcome. It reports false when a transaction of sbcd's is already under
 // way on the leg (answer the other side 491, RFC 3261 §14.1).
 func (c *Call) Relayed(leg LegID) (Offer, bool) {
-	l := &c.Legs[leg&1]
-	if l.pend != pendNone || c.Phase == PhaseEnded || c.Phase == PhaseIdle {
+	l := c.leg(leg)
+	if l == nil || l.pend != pendNone || c.Phase == PhaseEnded || c.Phase == PhaseIdle {
 		return Offer{}, false
 	}
 	l.pend = pendRelay
@@ -396,17 +405,17 @@ func (c *Call) Relayed(leg LegID) (Offer, bool) {
 // (RFC 4028 §9, §10). When reject is non-zero, answer 422 with Min-SE: reject
 // and leave the session as it was.
 func (c *Call) Received(now int64, leg LegID, req Request, p *Params) (a Answer, reject uint32) {
-	if c.Phase == PhaseEnded || c.Phase == PhaseIdle {
+	l := c.leg(leg)
+	if l == nil || c.Phase == PhaseEnded || c.Phase == PhaseIdle {
 		return Answer{}, 0
 	}
-	l := &c.Legs[leg&1]
 	req, reject = p.Check(req)
 	if reject != 0 {
 		return Answer{}, reject
 	}
 	l.MinSE = max(l.MinSE, req.MinSE)
 	var capSE uint32
-	if o := &c.Legs[(leg^1)&1]; leg == LegA && o.Mode == ModeTimer {
+	if o := &c.Legs[LegB]; leg == LegA && o.Mode == ModeTimer {
 		capSE = o.SE // DESIGN.md §2: never promise the caller more than the B-leg
 	}
 	a, local, timer := p.answer(req, capSE)
@@ -457,8 +466,8 @@ func dialogGone(code int) bool {
 // now; a later retry is set as the leg's deadline). rnd is a random value for
 // the RFC 3261 §14.1 back-off.
 func (c *Call) Outcome(now int64, leg LegID, o Outcome, p *Params, rnd uint32) Action {
-	l := &c.Legs[leg&1]
-	if c.Phase == PhaseEnded || c.Phase == PhaseIdle || l.pend == pendNone {
+	l := c.leg(leg)
+	if l == nil || c.Phase == PhaseEnded || c.Phase == PhaseIdle || l.pend == pendNone {
 		return Action{} // late outcome of a forgotten transaction
 	}
 	kind := l.pend

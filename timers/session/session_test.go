@@ -647,9 +647,18 @@ func TestOutcomeIgnoredWhenNothingPending(t *testing.T) {
 	if a := c.Outcome(t0+1, LegA, Outcome{Code: 481}, &p, 0); a.Kind != ActNone || *c != before {
 		t.Errorf("stray outcome changed the call: %+v", a)
 	}
-	// Invalid leg ids never panic.
-	c.Outcome(t0, LegNone, Outcome{}, &p, 0)
-	c.Received(t0, LegID(7), Request{}, &p)
+	// Invalid leg ids never panic and never act on a real leg.
+	c.Fire(t0+45*sec, &p, nil)
+	before = *c
+	if a := c.Outcome(t0+45*sec, LegNone, Outcome{Code: 481}, &p, 0); a.Kind != ActNone || *c != before {
+		t.Errorf("outcome for LegNone acted: %+v", a)
+	}
+	if a, r := c.Received(t0+45*sec, LegID(7), Request{SE: 90, Supported: true}, &p); a != (Answer{}) || r != 0 || *c != before {
+		t.Errorf("refresh on leg 7 acted: %+v %d", a, r)
+	}
+	if _, ok := c.Relayed(LegID(2)); ok || *c != before {
+		t.Error("Relayed on leg 2 succeeded")
+	}
 }
 
 func TestZeroAllocs(t *testing.T) {
