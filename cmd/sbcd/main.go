@@ -7,7 +7,12 @@
 // Usage:
 //
 //	sbcd [-config FILE] [-log-level debug|info|warn|error]
+//	sbcd check FILE
 //	sbcd version
+//
+// Without -config, sbcd reads /data/sbcd.toml, else the image's
+// /etc/sbcd/sbcd.toml, else its built-in defaults, which serve SIP on
+// 127.0.0.1:5060 only (DESIGN.md §5).
 //
 // Signals:
 //
@@ -15,12 +20,9 @@
 //	SIGUSR1          toggle the log level between debug and the -log-level
 //	                 level (info when that is debug), without a restart.
 //
-// Exit codes: 0 on a clean shutdown, 1 when the daemon cannot start (for
-// example an unreadable config file), 2 for bad flags or usage.
-//
-// This build does not serve SIP yet: that arrives with the calls issue, and
-// config parsing arrives with the config issue. Until then sbcd says so in its
-// log instead of pretending to listen.
+// Exit codes: 0 on a clean shutdown (and for a valid file in `check`), 1
+// when the daemon cannot start (for example an invalid config file, reported
+// with every problem and its line), 2 for bad flags or usage.
 package main
 
 import (
@@ -35,14 +37,12 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+
+	"sbcd/platform/config"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-// defaultSIPAddr is where the built-in default config serves SIP: loopback
-// only, so that a box without a config is not reachable from the network.
-const defaultSIPAddr = "127.0.0.1:5060"
 
 // Exit codes.
 const (
@@ -88,6 +88,12 @@ func osSignals() (signals, func()) {
 func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		switch args[0] {
+		case "check":
+			if len(args) != 2 {
+				fmt.Fprintln(stderr, "sbcd: usage: sbcd check FILE")
+				return exitUsage
+			}
+			return check(args[1], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
 				fmt.Fprintf(stderr, "sbcd: version takes no arguments, got %q\n", args[1:])
@@ -127,19 +133,17 @@ func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) i
 		return exitUsage
 	}
 
-	if *configPath != "" {
-		if err := checkReadable(*configPath); err != nil {
-			fmt.Fprintf(stderr, "sbcd: cannot read config file: %v\n", err)
-			return exitError
-		}
+	cfg, path, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "sbcd: config rejected: %v\n", err)
+		return exitError
 	}
-
-	return daemon(*configPath, level, stderr, subscribe)
+	return daemon(cfg, path, level, stderr, subscribe)
 }
 
 // daemon runs until stop is done. It logs to stderr through one root logger
 // whose level can change at run time.
-func daemon(configPath string, level slog.Level, stderr io.Writer, subscribe subscribeFunc) int {
+func daemon(cfg *config.Config, configPath string, level slog.Level, stderr io.Writer, subscribe subscribeFunc) int {
 	var lv slog.LevelVar
 	lv.Set(level)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &lv}))
@@ -152,12 +156,15 @@ func daemon(configPath string, level slog.Level, stderr io.Writer, subscribe sub
 	log.Info("sbcd starting", "version", version, "platform", runtime.GOOS+"/"+runtime.GOARCH,
 		"go", runtime.Version(), "pid", os.Getpid(), "log_level", lv.Level())
 	if configPath == "" {
-		log.Info("no -config given: using the built-in defaults", "sip_listen", defaultSIPAddr)
+		log.Info("no config file found: using the built-in defaults", "searched", []string{config.SavedPath, config.ImagePath})
 	} else {
-		log.Info("config file found; config parsing arrives with the config issue, using the built-in defaults",
-			"config", configPath, "sip_listen", defaultSIPAddr)
+		log.Info("config loaded", "config", configPath)
 	}
-	log.Warn("SIP serving is not implemented in this build: nothing listens", "sip_listen", defaultSIPAddr)
+	if _, err := sessionParams(cfg.SessionTimer); err != nil {
+		log.Error("config rejected", "err", err)
+		return exitError
+	}
+	log.Warn("SIP serving is not implemented in this build: nothing listens", "sip_listen", cfg.SIP.Listen)
 	log.Info("running: SIGTERM or SIGINT stops, SIGUSR1 toggles debug logging")
 
 	for {
@@ -192,24 +199,6 @@ func parseLevel(s string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
-}
-
-// checkReadable reports whether path is a regular file this process can open
-// for reading. Parsing the TOML arrives with the config issue.
-func checkReadable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err // *fs.PathError: "open FILE: reason"
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	return nil
 }
 
 // usage prints the command summary, and the flags when fs is not nil.

@@ -82,6 +82,10 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing.toml")
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("[session_timer]\nmin_se = 60\nbogus = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	stopped, cancel := context.WithCancel(context.Background())
 	cancel() // the daemon cases shut down as soon as they are running
@@ -107,8 +111,12 @@ func TestRun(t *testing.T) {
 		{name: "flag without value", args: []string{"-config"}, code: exitUsage, stderr: []string{"flag needs an argument"}},
 		{name: "stray argument", args: []string{"-log-level", "info", "extra"}, code: exitUsage, stderr: []string{`unexpected argument "extra"`}},
 		{name: "help", args: []string{"-h"}, code: exitOK, stderr: []string{"usage:", "-log-level"}},
-		{name: "missing config", args: []string{"-config", missing}, code: exitError, stderr: []string{"cannot read config file", "no such file or directory"}},
-		{name: "config is a directory", args: []string{"-config", dir}, code: exitError, stderr: []string{"not a regular file"}},
+		{name: "missing config", args: []string{"-config", missing}, code: exitError, stderr: []string{"config rejected", "no such file or directory"}},
+		{name: "config is a directory", args: []string{"-config", dir}, code: exitError, stderr: []string{"config rejected", "is a directory"}},
+		{name: "invalid config", args: []string{"-config", bad}, code: exitError, stderr: []string{
+			"config rejected", "bad.toml:2: session_timer.min_se: ", "bad.toml:3: session_timer.bogus: "}},
+		{name: "check without file", args: []string{"check"}, code: exitUsage, stderr: []string{"usage: sbcd check FILE"}},
+		{name: "check invalid", args: []string{"check", bad}, code: exitError, stderr: []string{"bad.toml:2:", "invalid"}},
 		{
 			name:       "built-in defaults",
 			args:       nil,
@@ -120,7 +128,7 @@ func TestRun(t *testing.T) {
 			name:       "config found",
 			args:       []string{"-config", cfg, "-log-level", "DEBUG"},
 			code:       exitOK,
-			stderr:     []string{"config file found", "log_level=DEBUG", "shutting down"},
+			stderr:     []string{"config loaded", "log_level=DEBUG", "shutting down"},
 			subscribed: true,
 		},
 	}
