@@ -34,14 +34,17 @@
 // Array elements are named with 0-based indices in problem keys:
 // device[1].address is the address of the second [[device]].
 //
-// This package imports nothing of sbcd: cmd/sbcd maps a Config onto the
-// Options and Params of each domain package.
+// Of sbcd it imports only the timer core's session package, for the one
+// teardown rule both must agree on; cmd/sbcd maps a Config onto the Options
+// and Params of each domain package.
 package config
 
 import (
 	"path/filepath"
 	"reflect"
 	"time"
+
+	"sbcd/timers/session"
 )
 
 // Config is the whole configuration of the box: one field per TOML table.
@@ -159,8 +162,7 @@ func (s SessionTimer) RefreshAfter() time.Duration {
 // session of ttl seconds that nobody refreshed: SE − min(32 s, SE/3)
 // (RFC 4028 §10). For ttl 600 that is 568 s.
 func (s SessionTimer) TeardownAfter() time.Duration {
-	se := s.TTLDuration()
-	return se - min(32*time.Second, se/3)
+	return session.TeardownAfter(s.TTLDuration())
 }
 
 // NATKeepalive is the [nat_keepalive] table (DESIGN.md §3).

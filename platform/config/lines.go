@@ -148,6 +148,28 @@ func (l *locator) skipLine() {
 	}
 }
 
+// keyValue reads one `dotted.key [= value]` at the current position, below
+// the table base, recording the key's line. It reports false when it found
+// no key there and did not advance.
+func (l *locator) keyValue(base string) bool {
+	start := l.pos
+	parts := l.keyParts()
+	if len(parts) == 0 {
+		return false
+	}
+	key := base
+	for _, p := range parts {
+		key = joinKey(key, p)
+	}
+	l.record(key, start)
+	l.skipBlank()
+	if !l.eof() && l.src[l.pos] == '=' {
+		l.pos++
+		l.value(key)
+	}
+	return l.pos != start
+}
+
 func (l *locator) document() {
 	table := ""
 	for {
@@ -169,22 +191,7 @@ func (l *locator) document() {
 			l.skipLine()
 			continue
 		}
-		parts := l.keyParts()
-		if len(parts) == 0 {
-			l.skipLine()
-			continue
-		}
-		path := table
-		for _, p := range parts {
-			path = joinKey(path, p)
-		}
-		l.record(path, start)
-		l.skipBlank()
-		if !l.eof() && l.src[l.pos] == '=' {
-			l.pos++
-			l.value(path)
-		}
-		if l.pos == start {
+		if !l.keyValue(table) {
 			l.skipLine()
 		}
 	}
@@ -394,23 +401,7 @@ func (l *locator) inlineTable(path string) {
 			l.pos++
 			continue
 		}
-		start := l.pos
-		parts := l.keyParts()
-		if len(parts) == 0 {
-			l.pos++
-			continue
-		}
-		key := path
-		for _, p := range parts {
-			key = joinKey(key, p)
-		}
-		l.record(key, start)
-		l.skipBlank()
-		if !l.eof() && l.src[l.pos] == '=' {
-			l.pos++
-			l.value(key)
-		}
-		if l.pos == start {
+		if !l.keyValue(path) {
 			l.pos++
 		}
 	}
