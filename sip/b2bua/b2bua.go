@@ -1,0 +1,471 @@
+// Package b2bua is sbcd's back-to-back user agent: it relays calls between
+// the site's devices and the upstream softswitch as two dialogs per call (the
+// A-leg, where sbcd is UAS towards the caller, and the B-leg, where sbcd is
+// UAC towards the callee), and keeps each leg honest with RFC 4028 session
+// timers (DESIGN.md §2).
+//
+// Why it is built this way (DESIGN.md §1): sipgo hands every received
+// message to its own goroutine, so two messages of one call may be handled
+// out of order. Calls therefore live in shards: each shard is one goroutine
+// that owns a fixed-capacity dialog table and a timing wheel, and every
+// message, timer expiry and transaction outcome of a call is an event
+// processed in order by the call's shard. sipgo's handler goroutines only
+// parse and route; nothing blocks inside a shard: requests are sent by
+// short-lived goroutines that post their outcome back as another event.
+//
+// sipgo's Server terminates a server transaction as soon as its handler
+// returns, which does not fit a handler that only posts an event; this
+// package therefore runs directly on sipgo's transport and transaction
+// layers, answers from the shard with ServerTx.Respond, and builds every
+// in-dialog request (ACK, BYE, UPDATE, re-INVITE, CANCEL) itself from the
+// compact per-leg state kept in the dialog slot (RFC 3261 §12.2.1.1). The
+// only sipgo objects a slot holds are those of transactions in progress
+// (the caller's INVITE until its final answer, the B-leg INVITE until its
+// final answer, the 2xx until the ACK, a relayed re-INVITE until the other
+// side answers).
+//
+// Routing (DESIGN.md §5): an INVITE from a device's address goes to
+// Upstream; an INVITE from Upstream goes to the device named by the
+// Request-URI user (404 when there is none); any other source gets 403.
+// Over TCP the source port is ephemeral, so the IP address alone decides.
+// sbcd names its shard in the first two hex digits of every tag and B-leg
+// Call-ID it makes, so an in-dialog request finds its shard from its To tag
+// without a shared map.
+//
+// Choices where DESIGN.md is silent:
+//   - A caller refused because the table is full gets 503 with Retry-After
+//     and no CDR: no slot ever held the call. The refusal is counted under
+//     table_full in Stats.
+//   - A callee whose 422 cannot be satisfied (its Min-SE is above one day,
+//     or still too high after session.MaxRetries422 retries) makes sbcd
+//     answer the caller 500 "Session Interval Negotiation Failed", never
+//     the 422 (DESIGN.md §2); the CDR says rejected with code 500.
+//   - A B-leg INVITE that is never answered (Timer B) answers the caller
+//     408; early calls that sbcd ends get 480 (shutdown) or 408
+//     (early_timeout), and the B-leg a CANCEL.
+//   - In-dialog requests go to the first hop of the route set, else to the
+//     address the leg's traffic uses (the caller's source address, as
+//     RFC 3581 does for responses, or the callee's configured address),
+//     not to the host of the remote target: the devices sit behind NAT.
+//     Route sets are used as loose routes (RFC 3261 §16.12.1.1); strict
+//     routers are not supported.
+//   - The 2xx to the caller is retransmitted over UDP at T1 doubling to T2
+//     until the ACK (RFC 3261 §13.3.1.4), in the shard's clock.
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sbcd/sip/cdr"
+	"sbcd/timers/session"
+)
+
+// Listen is one listening socket: Network is "udp" or "tcp", Addr is
+// host:port (port 0 picks a free port; see B2BUA.Addrs).
+type Listen struct {
+	Network string
+	Addr    string
+}
+
+// Options configure a B2BUA. cmd/sbcd maps the configuration onto it.
+type Options struct {
+	// Listen lists the SIP sockets (sip.listen).
+	Listen []Listen
+	// Upstream is the softswitch, host:port: a call from a device goes
+	// there (sip.upstream). A host name is resolved once, by New.
+	Upstream string
+	// Advertised is the address (IP or host name) sbcd puts in its Via and
+	// Contact instead of the listening IP (sip.advertised_address), for a
+	// box behind NAT or listening on a wildcard address. Empty: the
+	// listening IP.
+	Advertised string
+	// Devices maps a device name to its address ([[device]]): a call from
+	// a device's address goes upstream; a call from the upstream goes to
+	// the device named by the Request-URI user.
+	Devices map[string]netip.AddrPort
+	// Params are the session-timer parameters ([session_timer]).
+	Params session.Params
+	// MaxCalls is the dialog table size over all shards (sip.max_calls).
+	MaxCalls int
+	// Shards is the number of shards, 2 when 0; at most 256.
+	Shards int
+	// CDR receives one record per call that got a slot; nil drops them.
+	CDR CDRSink
+	// Logger receives the B2BUA's logs; slog.Default() when nil.
+	Logger *slog.Logger
+	// Trace logs every SIP message sent and received at debug level with
+	// a "trace" attribute ([trace] enabled).
+	Trace bool
+
+	// now and rand are injectable for tests.
+	now  func() time.Time
+	rand func() uint32
+}
+
+// CDRSink stores call detail records (DESIGN.md §4). Append must not block
+// and must copy r if it keeps it; it calls done once the record is durable
+// (or failed); the call's slot is freed only after done. An error from
+// Append means done is never called (the slot is freed at once).
+// *cdr.Writer is the production sink.
+type CDRSink interface {
+	Append(r *cdr.Record, done func(error)) error
+}
+
+// Stats is a snapshot of the B2BUA's calls.
+type Stats struct {
+	Early     int                       // calls not answered yet
+	Up        int                       // answered calls
+	Unacked   int                       // answered calls whose caller has not ACKed yet
+	Ended     map[session.Reason]uint64 // calls ended (or refused) per reason
+	FreeSlots int                       // free slots over all shards
+}
+
+// B2BUA is the call engine. Create it with New, run it with Serve.
+type B2BUA struct {
+	o        Options
+	log      *slog.Logger
+	tp       *sip.TransportLayer
+	tl       *sip.TransactionLayer
+	shards   []*shard
+	upstream netip.AddrPort
+	devices  map[netip.AddrPort]string
+	start    time.Time
+
+	udp []net.PacketConn
+	tcp []net.Listener
+	// via is the sent-by of each network ("UDP", "TCP").
+	via map[string]netip.AddrPort
+
+	closing  atomic.Bool // no new calls
+	stopped  atomic.Bool // no more messages: Serve is returning
+	served   atomic.Bool
+	rndMu    sync.Mutex
+	rndState *rand.PCG
+}
+
+// ErrOptions is wrapped by New for invalid Options.
+var ErrOptions = errors.New("b2bua: invalid options")
+
+// New checks o, binds the listening sockets and allocates every shard's
+// dialog table and timing wheel.
+func New(o Options) (*B2BUA, error) {
+	if o.Shards == 0 {
+		o.Shards = 2
+	}
+	if o.Shards < 1 || o.Shards > 256 {
+		return nil, fmt.Errorf("%w: shards %d outside 1..256", ErrOptions, o.Shards)
+	}
+	if o.MaxCalls < o.Shards {
+		return nil, fmt.Errorf("%w: max calls %d below the shard count %d", ErrOptions, o.MaxCalls, o.Shards)
+	}
+	if err := o.Params.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	if len(o.Listen) == 0 {
+		return nil, fmt.Errorf("%w: no listen address", ErrOptions)
+	}
+	b := &B2BUA{o: o, log: o.Logger, devices: make(map[netip.AddrPort]string), via: make(map[string]netip.AddrPort)}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	if b.o.now == nil {
+		b.o.now = time.Now
+	}
+	if b.o.rand == nil {
+		b.rndState = rand.NewPCG(uint64(time.Now().UnixNano()), 0x5bcd)
+		b.o.rand = b.random
+	}
+	b.start = b.o.now()
+	if o.Upstream != "" {
+		up, err := netip.ParseAddrPort(o.Upstream)
+		if err != nil {
+			ua, rerr := net.ResolveUDPAddr("udp", o.Upstream)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w: upstream: %w", ErrOptions, rerr)
+			}
+			up = ua.AddrPort()
+		}
+		b.upstream = netip.AddrPortFrom(up.Addr().Unmap(), up.Port())
+	}
+	for name, a := range o.Devices {
+		if name == "" || !a.IsValid() {
+			return nil, fmt.Errorf("%w: device %q has no valid address", ErrOptions, name)
+		}
+		b.devices[a] = name
+	}
+	b.tp = sip.NewTransportLayer(net.DefaultResolver, sip.NewParser(), nil,
+		sip.WithTransportLayerLogger(b.log),
+		sip.WithTransportLayerReadFilter(dropWhen(&b.stopped)))
+	b.tl = sip.NewTransactionLayer(b.tp,
+		sip.WithTransactionLayerLogger(b.log),
+		sip.WithTransactionLayerUnhandledResponseHandler(b.onStrayResponse))
+	b.tl.OnRequest(b.onRequest)
+	for i := range o.Shards {
+		// Every shard gets MaxCalls/Shards slots, the first ones one
+		// more for the remainder: the table holds exactly MaxCalls.
+		per := o.MaxCalls / o.Shards
+		if i < o.MaxCalls%o.Shards {
+			per++
+		}
+		s, err := newShard(b, i, per)
+		if err != nil {
+			return nil, fmt.Errorf("b2bua: new shard: %w", err)
+		}
+		b.shards = append(b.shards, s)
+	}
+	if err := b.bind(); err != nil {
+		b.closeSockets()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *B2BUA) random() uint32 {
+	b.rndMu.Lock()
+	defer b.rndMu.Unlock()
+	return uint32(b.rndState.Uint64())
+}
+
+// bind opens the listening sockets.
+func (b *B2BUA) bind() error {
+	for _, l := range b.o.Listen {
+		switch strings.ToLower(l.Network) {
+		case "udp":
+			c, err := net.ListenPacket("udp", l.Addr)
+			if err != nil {
+				return fmt.Errorf("b2bua: listen udp %s: %w", l.Addr, err)
+			}
+			b.udp = append(b.udp, c)
+			if _, ok := b.via["UDP"]; !ok {
+				b.via["UDP"] = c.LocalAddr().(*net.UDPAddr).AddrPort()
+			}
+		case "tcp":
+			c, err := net.Listen("tcp", l.Addr)
+			if err != nil {
+				return fmt.Errorf("b2bua: listen tcp %s: %w", l.Addr, err)
+			}
+			b.tcp = append(b.tcp, c)
+			if _, ok := b.via["TCP"]; !ok {
+				b.via["TCP"] = c.Addr().(*net.TCPAddr).AddrPort()
+			}
+		default:
+			return fmt.Errorf("%w: network %q is neither udp nor tcp", ErrOptions, l.Network)
+		}
+	}
+	return nil
+}
+
+func (b *B2BUA) closeSockets() {
+	for _, c := range b.udp {
+		_ = c.Close()
+	}
+	for _, c := range b.tcp {
+		_ = c.Close()
+	}
+}
+
+// Addrs returns the bound listening addresses, in the order of
+// Options.Listen, as network and ip:port.
+func (b *B2BUA) Addrs() []Listen {
+	var out []Listen
+	for _, c := range b.udp {
+		out = append(out, Listen{Network: "udp", Addr: c.LocalAddr().String()})
+	}
+	for _, c := range b.tcp {
+		out = append(out, Listen{Network: "tcp", Addr: c.Addr().String()})
+	}
+	return out
+}
+
+// Serve serves the listeners and runs the shards until ctx is done, then
+// closes the sockets and transactions and stops the shards. Call Shutdown
+// first for a graceful stop.
+func (b *B2BUA) Serve(ctx context.Context) error {
+	if !b.served.CompareAndSwap(false, true) {
+		return errors.New("b2bua: serve called twice")
+	}
+	var wg sync.WaitGroup
+	for _, s := range b.shards {
+		wg.Go(s.run)
+	}
+	for _, c := range b.udp {
+		wg.Go(func() {
+			if err := b.tp.ServeUDP(c); err != nil && ctx.Err() == nil {
+				b.log.Error("serve udp", "addr", c.LocalAddr().String(), "error", err)
+			}
+		})
+	}
+	for _, c := range b.tcp {
+		wg.Go(func() {
+			if err := b.tp.ServeTCP(c); err != nil && ctx.Err() == nil {
+				b.log.Error("serve tcp", "addr", c.Addr().String(), "error", err)
+			}
+		})
+	}
+	for _, c := range b.udp {
+		waitListening(ctx, b.tp, c.LocalAddr().String())
+	}
+	<-ctx.Done()
+	b.closing.Store(true)
+	// sipgo handles each message in a goroutine of its own, which looks
+	// its socket up in a pool that closing the socket empties: a message
+	// read just before the close would make sipgo open (and leak) a new
+	// socket. Stop dispatching first, let what was read finish, then close.
+	b.stopped.Store(true)
+	time.Sleep(stopGrace)
+	b.closeSockets()
+	b.tl.Close()
+	for _, s := range b.shards {
+		close(s.quit)
+	}
+	wg.Wait()
+	_ = b.tp.Close()
+	return nil
+}
+
+// stopGrace is how long Serve lets messages already read be handled before
+// it closes the sockets.
+const stopGrace = 50 * time.Millisecond
+
+// dropWhen is a sipgo read filter that drops every message once stop is
+// set.
+func dropWhen(stop *atomic.Bool) sip.TransportReadFilter {
+	return func(_ sip.TransportReadProps, data []byte) ([]byte, error) {
+		if stop.Load() {
+			return nil, nil
+		}
+		return data, nil
+	}
+}
+
+// waitListening waits until sipgo serves the UDP socket at addr: requests
+// are sent from the listening socket, which sipgo only finds once its
+// reader registered it.
+func waitListening(ctx context.Context, tp *sip.TransportLayer, addr string) {
+	for range 400 {
+		if c, err := tp.GetConnection("udp", addr); err == nil {
+			_, _ = c.TryClose()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Shutdown stops taking calls (new INVITEs get 503), ends every call with
+// reason shutdown (BYE on both legs of answered calls, CANCEL and 480 for
+// early ones), and waits until their CDRs are written and every slot is
+// free, or ctx is done. Serve must be running.
+func (b *B2BUA) Shutdown(ctx context.Context) error {
+	b.closing.Store(true)
+	for _, s := range b.shards {
+		if !s.post(ctx, event{kind: evShutdown}) {
+			return fmt.Errorf("b2bua: shutdown: %w", ctx.Err())
+		}
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		busy := 0
+		for _, s := range b.shards {
+			busy += int(s.used.Load())
+		}
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("b2bua: shutdown with %d calls left: %w", busy, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Stats returns a snapshot of the calls of every shard.
+func (b *B2BUA) Stats() Stats {
+	st := Stats{Ended: make(map[session.Reason]uint64)}
+	for _, s := range b.shards {
+		st.Early += int(s.early.Load())
+		st.Up += int(s.up.Load())
+		st.Unacked += int(s.unacked.Load())
+		st.FreeSlots += s.capacity - int(s.used.Load())
+		for _, r := range session.Reasons() {
+			if n := s.ended[r].Load(); n != 0 {
+				st.Ended[r] += n
+			}
+		}
+	}
+	return st
+}
+
+// sentBy is the host and port sbcd names itself by on network, in Via and
+// Contact (RFC 3261 §18.1.1, §8.1.1.8).
+func (b *B2BUA) sentBy(network string) (string, int) {
+	ap := b.via[network]
+	if b.o.Advertised != "" {
+		return b.o.Advertised, int(ap.Port())
+	}
+	return ap.Addr().String(), int(ap.Port())
+}
+
+// mono is the monotonic time of the shards' wheels, ns since New.
+func (b *B2BUA) mono() int64 { return int64(b.o.now().Sub(b.start)) }
+
+// shardOf picks the shard of a new call from its A-leg Call-ID
+// (DESIGN.md §1).
+func (b *B2BUA) shardOf(callID string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(callID))
+	return int(h.Sum32() % uint32(len(b.shards)))
+}
+
+// tagShard reads the shard number sbcd encodes in the first two hex digits
+// of its tags and B-leg Call-IDs.
+func (b *B2BUA) tagShard(tag string) (*shard, bool) {
+	if len(tag) < 2 {
+		return nil, false
+	}
+	n := 0
+	for _, c := range []byte(tag[:2]) {
+		switch {
+		case c >= '0' && c <= '9':
+			n = n*16 + int(c-'0')
+		case c >= 'a' && c <= 'f':
+			n = n*16 + int(c-'a') + 10
+		default:
+			return nil, false
+		}
+	}
+	if n >= len(b.shards) {
+		return nil, false
+	}
+	return b.shards[n], true
+}
+
+// newTag returns a tag (or Call-ID prefix) that routes to shard i.
+func (b *B2BUA) newTag(i int) string {
+	return fmt.Sprintf("%02x%08x%08x", i, b.o.rand(), b.o.rand())
+}
+
+// traceMsg logs a SIP message when tracing is on.
+func (b *B2BUA) traceMsg(dir string, m sip.Message) {
+	if b.o.Trace {
+		b.log.Debug("sip "+dir, "trace", m.String())
+	}
+}

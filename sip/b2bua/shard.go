@@ -1,0 +1,948 @@
+package b2bua
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sbcd/sip/cdr"
+	"sbcd/timers"
+	"sbcd/timers/dialog"
+	"sbcd/timers/session"
+)
+
+const (
+	legA = session.LegA
+	legB = session.LegB
+)
+
+// evKind is what an event brings to a shard.
+type evKind uint8
+
+const (
+	evInvite   evKind = iota + 1 // a caller's INVITE, checked and routed
+	evCancel                     // the caller cancelled its INVITE
+	evRequest                    // an in-dialog request (ACK, BYE, UPDATE, re-INVITE, ...)
+	evResponse                   // a response to a request sbcd sent
+	evTxDone                     // a client transaction ended without a final response
+	evStray                      // a 2xx retransmission to ACK again
+	evCDRDone                    // the CDR of a call is durable
+	evShutdown                   // end every call
+)
+
+// op is what a request sbcd sent was for.
+type op uint8
+
+const (
+	opInvite  op = iota + 1 // the B-leg's initial INVITE
+	opRefresh               // a session refresh (ActRefresh)
+	opProbe                 // a no-timer probe (ActProbe)
+	opRelay                 // a re-INVITE or UPDATE relayed from the other leg
+	opBye
+	opCancel
+)
+
+// event is one unit of work for a shard.
+type event struct {
+	kind   evKind
+	req    *sip.Request // evInvite, evRequest; the request sbcd sent for evResponse/evTxDone
+	tx     *sip.ServerTx
+	res    *sip.Response
+	id     dialog.ID
+	leg    session.LegID
+	op     op
+	seq    uint32
+	callID string
+	tag    string
+	// evInvite
+	sreq        session.Request
+	rt          route
+	allowUpdate bool
+}
+
+// legState is the compact dialog state of one leg (DESIGN.md §1, memory
+// model): what RFC 3261 §12.2.1.1 needs to build in-dialog requests.
+type legState struct {
+	callID    string
+	localTag  string
+	remoteTag string
+	localURI  string // From URI of requests sbcd sends on the leg
+	remoteURI string // To URI of requests sbcd sends on the leg
+	localSeq  uint32
+	remoteSeq uint32
+	target    string   // remote target: the peer's Contact URI
+	route     []string // route set, in the order of Route headers to send
+	sdp       []byte   // the last SDP the leg's endpoint sent
+	network   string   // "UDP" or "TCP"
+	dest      netip.AddrPort
+	// established: the dialog exists and takes in-dialog requests.
+	established bool
+}
+
+// relayState is a request received on one leg and relayed to the other,
+// waiting for the other side's answer.
+type relayState struct {
+	tx   *sip.ServerTx
+	req  *sip.Request
+	sreq session.Request // its session-timer headers
+}
+
+// callState is the sip layer's per-call state in the dialog slot.
+type callState struct {
+	legs [2]legState
+	// The caller's INVITE transaction, until its final response.
+	inv    *sip.ServerTx
+	invReq *sip.Request
+	// The B-leg INVITE, until its final response (for CANCEL).
+	binv     *sip.Request
+	sreq     session.Request // the caller's checked session-timer request
+	allowA   bool            // the caller's Allow lists UPDATE
+	offer    session.Offer   // what the B-leg INVITE offers
+	tries422 int
+	ctype    string // Content-Type of the caller's body
+
+	caller, callee     string
+	setup, answer, end time.Time
+	code               int
+
+	relay [2]relayState // indexed by the leg the request was relayed onto
+	opSeq [2]uint32     // CSeq of sbcd's refresh, probe or relay on a leg
+
+	// The 2xx to the caller and its transaction, kept until the ACK for
+	// retransmission over UDP (RFC 3261 §13.3.1.4).
+	ok     *sip.Response
+	okTx   *sip.ServerTx
+	okNext int64
+	okIvl  time.Duration
+
+	pending int  // client transactions in flight
+	cdrDone bool // the CDR is durable (or there is none)
+	counted uint8
+}
+
+const (
+	countNone uint8 = iota
+	countEarly
+	countUnacked // answered, the caller's ACK not seen yet
+	countUp
+)
+
+// shard owns a part of the dialog table and its timing wheel; one
+// goroutine runs it (DESIGN.md §1).
+type shard struct {
+	b        *B2BUA
+	idx      int
+	capacity int
+	tab      *dialog.Table[callState]
+	wheel    *timers.Wheel
+	ev       chan event
+	quit     chan struct{}
+	expired  []timers.Handle
+	acts     []session.Action
+	awaitAck []dialog.ID // calls whose 2xx is retransmitted until the ACK
+
+	used, early, up, unacked atomic.Int64
+	ended                    [32]atomic.Uint64
+}
+
+func newShard(b *B2BUA, idx, capacity int) (*shard, error) {
+	tab, err := dialog.New[callState](dialog.Options{Capacity: capacity})
+	if err != nil {
+		return nil, fmt.Errorf("dialog table: %w", err)
+	}
+	w, err := timers.New(timers.Options{Capacity: capacity, Tick: time.Millisecond, Start: b.mono()})
+	if err != nil {
+		return nil, fmt.Errorf("timing wheel: %w", err)
+	}
+	return &shard{
+		b: b, idx: idx, capacity: capacity, tab: tab, wheel: w,
+		ev:      make(chan event, 1024),
+		quit:    make(chan struct{}),
+		expired: make([]timers.Handle, 0, 256),
+		acts:    make([]session.Action, 0, 4),
+	}, nil
+}
+
+// post hands e to the shard; false when the shard stopped or ctx ended.
+func (s *shard) post(ctx context.Context, e event) bool {
+	select {
+	case s.ev <- e:
+		return true
+	case <-s.quit:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// postLater posts from inside the shard goroutine without blocking it.
+func (s *shard) postLater(e event) {
+	select {
+	case s.ev <- e:
+	default:
+		go s.post(context.Background(), e)
+	}
+}
+
+// run is the shard goroutine: events in order, and the wheel advanced every
+// 5 ms from the monotonic clock.
+func (s *shard) run() {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case e := <-s.ev:
+			s.handle(e)
+		case <-t.C:
+			s.tick()
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// tick fires the calls whose deadline passed.
+func (s *shard) tick() {
+	now := s.b.mono()
+	s.expired = s.wheel.Advance(now, s.expired[:0])
+	for _, h := range s.expired {
+		idx, ok := s.wheel.Data(h)
+		if !ok {
+			continue
+		}
+		id, slot, ok := s.tab.At(idx)
+		if !ok || slot.Timer != h {
+			continue // a timer of a call freed meanwhile
+		}
+		s.acts = slot.Call.Fire(now, &s.b.o.Params, s.acts[:0])
+		for _, a := range s.acts {
+			s.do(id, slot, a)
+		}
+		s.touch(id, slot)
+	}
+	if len(s.awaitAck) > 0 {
+		s.retransmit(now)
+	}
+}
+
+// retransmit resends the 2xx of calls waiting for the caller's ACK over
+// UDP, at T1 doubling up to T2 (RFC 3261 §13.3.1.4); Timer H ends the call
+// when no ACK comes (session.Call.Fire).
+func (s *shard) retransmit(now int64) {
+	keep := s.awaitAck[:0]
+	for _, id := range s.awaitAck {
+		slot, ok := s.tab.Get(id)
+		if !ok {
+			continue
+		}
+		st := &slot.Data
+		if slot.Call.Phase != session.PhaseAnswered || st.ok == nil {
+			st.ackDone()
+			continue
+		}
+		if now >= st.okNext {
+			s.b.send(st.okTx, st.ok)
+			st.okIvl = min(2*st.okIvl, t2)
+			st.okNext = now + int64(st.okIvl)
+		}
+		keep = append(keep, id)
+	}
+	clear(s.awaitAck[len(keep):])
+	s.awaitAck = keep
+}
+
+// watchAck passes on an ACK that sipgo matched to the INVITE transaction
+// (a UA that reuses the INVITE's branch, or an RFC 2543 UA without one)
+// instead of handing it to onRequest. It ends with the transaction, which
+// the shard terminates once the call is ACKed or over.
+func (s *shard) watchAck(tx *sip.ServerTx) {
+	select {
+	case ack := <-tx.Acks():
+		s.b.traceMsg("recv", ack)
+		s.post(context.Background(), event{kind: evRequest, req: ack})
+	case <-tx.Done():
+	}
+}
+
+// ackDone drops what the 2xx retransmission kept and ends the INVITE
+// transaction: once the call is ACKed or over, it has nothing left to
+// absorb, and sipgo would otherwise keep it for Timer L (DESIGN.md §10).
+func (st *callState) ackDone() {
+	if st.okTx != nil {
+		st.okTx.Terminate()
+	}
+	st.ok, st.okTx = nil, nil
+}
+
+// RFC 3261 §17.1.1.1 timer values for the 2xx retransmission.
+const (
+	t1 = 500 * time.Millisecond
+	t2 = 4 * time.Second
+)
+
+func (s *shard) handle(e event) {
+	switch e.kind {
+	case evInvite:
+		s.onInvite(e)
+	case evShutdown:
+		for id, slot := range s.tab.All {
+			if slot.Call.End(session.ReasonShutdown, session.LegNone) {
+				s.terminate(id, slot, session.LegNone)
+			}
+			s.touch(id, slot)
+		}
+	case evCancel:
+		id, leg, ok := s.tab.Lookup(e.callID, e.tag)
+		if !ok || leg != legA {
+			return
+		}
+		slot, _ := s.tab.Get(id)
+		s.onCancel(id, slot)
+		s.touch(id, slot)
+	case evRequest:
+		s.onInDialog(e)
+	case evResponse, evTxDone:
+		slot, ok := s.tab.Get(e.id)
+		if !ok {
+			return
+		}
+		final := e.kind == evTxDone || e.res.StatusCode >= 200
+		if final {
+			slot.Data.pending--
+		}
+		switch e.op {
+		case opInvite:
+			s.onBInvite(e, slot)
+		case opRefresh, opProbe:
+			if final {
+				s.onOutcome(e, slot)
+			}
+		case opRelay:
+			if final {
+				s.onRelayed(e, slot)
+			}
+		}
+		s.touch(e.id, slot)
+	case evStray:
+		s.onStray(e.res)
+	case evCDRDone:
+		if slot, ok := s.tab.Get(e.id); ok {
+			slot.Data.cdrDone = true
+			s.touch(e.id, slot)
+		}
+	}
+}
+
+// touch brings the counters, the slot's life and its timer up to date after
+// anything happened to a call.
+func (s *shard) touch(id dialog.ID, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	want := countNone
+	switch slot.Call.Phase {
+	case session.PhaseEarly:
+		want = countEarly
+	case session.PhaseAnswered:
+		want = countUnacked
+	case session.PhaseConfirmed:
+		want = countUp
+	}
+	if want != st.counted {
+		s.count(st.counted, -1)
+		s.count(want, 1)
+		st.counted = want
+	}
+	if slot.Call.Phase == session.PhaseEnded && st.cdrDone && st.pending <= 0 {
+		// DESIGN.md §4: the slot is freed only once the CDR is durable.
+		_ = s.wheel.Free(slot.Timer)
+		_ = s.tab.Free(id)
+		s.used.Add(-1)
+		return
+	}
+	next := slot.Call.Next()
+	if next == 0 {
+		_ = s.wheel.Cancel(slot.Timer)
+		return
+	}
+	if err := s.wheel.Schedule(slot.Timer, next); err != nil {
+		s.b.log.Error("schedule call timer", "call", id.String(), "error", err)
+	}
+}
+
+func (s *shard) count(c uint8, d int64) {
+	switch c {
+	case countEarly:
+		s.early.Add(d)
+	case countUnacked:
+		s.up.Add(d)
+		s.unacked.Add(d)
+	case countUp:
+		s.up.Add(d)
+	}
+}
+
+// onInvite takes a caller's INVITE into a slot and starts the B-leg.
+func (s *shard) onInvite(e event) {
+	req, tx := e.req, e.tx
+	p := &s.b.o.Params
+	if s.b.closing.Load() {
+		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "30")})
+		tx.TerminateGracefully()
+		return
+	}
+	id, slot, err := s.tab.Alloc()
+	if err != nil {
+		// DESIGN.md §1: a full table answers 503 with Retry-After; the
+		// calls in the table are not affected. No slot, so no CDR: the
+		// refusal is counted as table_full.
+		s.ended[session.ReasonTableFull].Add(1)
+		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")})
+		tx.TerminateGracefully()
+		return
+	}
+	s.used.Add(1)
+	h, err := s.wheel.Alloc(id.Index())
+	if err != nil {
+		// Not reachable: the wheel has a timer per slot.
+		_ = s.tab.Free(id)
+		s.used.Add(-1)
+		s.b.log.Error("allocate call timer", "error", err)
+		s.b.respond(tx, req, 500, "Server Internal Error", nil)
+		tx.TerminateGracefully()
+		return
+	}
+	slot.Timer = h
+	st := &slot.Data
+	st.inv, st.invReq = tx, req
+	st.sreq, st.allowA = e.sreq, e.allowUpdate
+	st.setup = s.b.o.now()
+	st.caller = req.From().Address.String()
+	st.callee = req.Recipient.String()
+	if ct := req.ContentType(); ct != nil {
+		st.ctype = ct.Value()
+	}
+	a := &st.legs[legA]
+	a.callID = e.callID
+	a.localTag = e.tag
+	a.remoteTag, _ = req.From().Params.Get("tag")
+	a.localURI = req.To().Address.String()
+	a.remoteURI = req.From().Address.String()
+	a.remoteSeq = req.CSeq().SeqNo
+	if c := req.Contact(); c != nil {
+		a.target = c.Address.String()
+	}
+	// RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in
+	// order.
+	for _, h := range req.GetHeaders("Record-Route") {
+		if rr, ok := h.(*sip.RecordRouteHeader); ok {
+			a.route = append(a.route, rr.Address.String())
+		}
+	}
+	a.sdp = req.Body()
+	a.network = sip.NetworkToUpper(req.Transport())
+	if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+		a.dest = src // RFC 3581 §4: back to where the caller sent from
+	}
+
+	b := &st.legs[legB]
+	b.callID = s.b.newTag(s.idx) + "@sbcd"
+	b.localTag = s.b.newTag(s.idx)
+	b.localURI = st.caller
+	target := sip.Uri{Scheme: "sip", User: e.rt.user, Host: e.rt.dest.Addr().String(), Port: int(e.rt.dest.Port())}
+	b.remoteURI = target.String()
+	b.target = b.remoteURI
+	b.localSeq = 1
+	b.network = e.rt.network
+	b.dest = e.rt.dest
+
+	slot.Call.Invite(s.b.mono(), p)
+	if err := s.tab.Bind(id, legA, a.callID, a.localTag); err != nil {
+		s.fail(id, slot, fmt.Errorf("bind a-leg: %w", err))
+		return
+	}
+	if err := s.tab.Bind(id, legB, b.callID, b.localTag); err != nil {
+		s.fail(id, slot, fmt.Errorf("bind b-leg: %w", err))
+		return
+	}
+	// RFC 3261 §17.2.1: answer 100 at once; the B-leg may take a while.
+	s.b.respond(tx, req, 100, "Trying", nil)
+	st.offer = p.Offer(st.sreq)
+	s.sendInvite(id, slot)
+	s.touch(id, slot)
+}
+
+// fail ends a call sbcd could not set up.
+func (s *shard) fail(id dialog.ID, slot *dialog.Slot[callState], err error) {
+	s.b.log.Error("call setup", "call", id.String(), "error", err)
+	if slot.Call.End(session.ReasonRejected, session.LegNone) {
+		slot.Data.code = 500
+		s.terminate(id, slot, session.LegNone)
+	}
+	s.touch(id, slot)
+}
+
+// sendInvite sends (or, after a 422, resends) the B-leg INVITE.
+func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	b := &st.legs[legB]
+	req, err := s.newRequest(b, sip.INVITE, b.localSeq)
+	if err != nil {
+		s.fail(id, slot, err)
+		return
+	}
+	// RFC 4028 §7.1: Session-Expires and Min-SE from the offer.
+	addTimer(req, st.offer)
+	req.AppendHeader(sip.NewHeader("Allow", allow))
+	if len(st.legs[legA].sdp) > 0 {
+		ct := st.ctype
+		if ct == "" {
+			ct = "application/sdp"
+		}
+		req.AppendHeader(sip.NewHeader("Content-Type", ct))
+		req.SetBody(st.legs[legA].sdp)
+	}
+	st.binv = req
+	s.start(id, slot, legB, opInvite, req)
+}
+
+// start runs a client transaction in its own goroutine; its responses and
+// end come back as events (DESIGN.md §1: nothing blocks inside a shard).
+func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, req *sip.Request) {
+	slot.Data.pending++
+	seq := req.CSeq().SeqNo
+	b := s.b
+	b.traceMsg("send", req)
+	go func() {
+		bg := context.Background()
+		base := event{id: id, leg: leg, op: o, seq: seq, req: req}
+		tx, err := b.tl.Request(bg, req)
+		if err != nil {
+			b.log.Debug("send request", "method", string(req.Method), "error", err)
+			base.kind = evTxDone
+			s.post(bg, base)
+			return
+		}
+		for {
+			select {
+			case res := <-tx.Responses():
+				b.traceMsg("recv", res)
+				e := base
+				e.kind, e.res = evResponse, res
+				s.post(bg, e)
+				if res.StatusCode >= 200 {
+					if res.IsSuccess() && req.IsInvite() {
+						// The shard ACKs; retransmissions of the 2xx
+						// reach onStrayResponse.
+						tx.Terminate()
+					}
+					return
+				}
+			case <-tx.Done():
+				base.kind = evTxDone
+				s.post(bg, base)
+				return
+			}
+		}
+	}()
+}
+
+// onBInvite handles a response to the B-leg INVITE.
+func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	b := &st.legs[legB]
+	p := &s.b.o.Params
+	now := s.b.mono()
+	if e.seq != b.localSeq {
+		return // an earlier attempt (before a 422 retry)
+	}
+	ended := slot.Call.Phase != session.PhaseEarly
+	if e.kind == evTxDone {
+		st.binv = nil
+		if !ended && slot.Call.End(session.ReasonRejected, legB) {
+			// RFC 3261 §17.1.1.2: Timer B; the caller learns 408.
+			st.code = 408
+			s.answerA(slot, 408, "Request Timeout", nil)
+			s.terminate(e.id, slot, legB)
+		}
+		return
+	}
+	res := e.res
+	code := res.StatusCode
+	switch {
+	case code < 200:
+		if code == 100 || ended {
+			return
+		}
+		var hdrs []sip.Header
+		if len(res.Body()) > 0 {
+			hdrs = append(hdrs, contentType(res))
+		}
+		// Relay the provisional answer with sbcd's A-leg tag.
+		s.answerA(slot, code, res.Reason, res.Body(), hdrs...)
+	case code < 300:
+		st.binv = nil
+		if to := res.To(); to != nil {
+			b.remoteTag, _ = to.Params.Get("tag")
+		}
+		if c := res.Contact(); c != nil {
+			b.target = c.Address.String()
+		}
+		// RFC 3261 §12.1.2: the UAC's route set is the Record-Route list
+		// of the 2xx in reverse order.
+		b.route = b.route[:0]
+		rrs := res.GetHeaders("Record-Route")
+		for i := len(rrs) - 1; i >= 0; i-- {
+			if rr, ok := rrs[i].(*sip.RecordRouteHeader); ok {
+				b.route = append(b.route, rr.Address.String())
+			}
+		}
+		b.sdp = res.Body()
+		b.established = true
+		// RFC 3261 §13.2.2.4: ACK the 2xx at once.
+		s.sendAck(b, e.seq)
+		if ended {
+			// Cancelled or shut down while the 2xx was on its way.
+			s.sendBye(e.id, slot, legB)
+			return
+		}
+		resp, err := timerValues(res).Response()
+		if err != nil {
+			s.b.log.Debug("callee session-timer headers", "error", err)
+			resp = session.Response{}
+		}
+		slot.Call.StartUAC(now, legB, st.offer, resp, allowsUpdate(res), p)
+		var capSE uint32
+		if slot.Call.Legs[legB].Mode == session.ModeTimer {
+			capSE = slot.Call.Legs[legB].SE
+		}
+		ans := slot.Call.StartUAS(now, legA, st.sreq, capSE, st.allowA, p)
+		hdrs := []sip.Header{sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer")}
+		hdrs = append(hdrs, answerHeaders(ans)...)
+		if len(b.sdp) > 0 {
+			hdrs = append(hdrs, contentType(res))
+		}
+		st.code = code
+		st.answer = s.b.o.now()
+		st.legs[legA].established = true
+		tx := st.inv
+		ok := s.answerA(slot, code, res.Reason, b.sdp, hdrs...)
+		slot.Call.Answered(now, p)
+		if ok != nil && st.legs[legA].network == "UDP" {
+			st.ok, st.okTx = ok, tx
+			st.okIvl, st.okNext = t1, now+int64(t1)
+			s.awaitAck = append(s.awaitAck, e.id)
+			go s.watchAck(tx)
+		}
+	default:
+		st.binv = nil
+		if ended {
+			return
+		}
+		if code == 422 {
+			resp, _ := timerValues(res).Response()
+			// RFC 4028 §7.3: retry with the callee's Min-SE, higher CSeq,
+			// same Call-ID; the 422 never reaches the caller.
+			if off, ok := session.Retry422(st.offer, resp.MinSE, st.tries422); ok {
+				st.tries422++
+				st.offer = off
+				b.localSeq++
+				s.sendInvite(e.id, slot)
+				return
+			}
+			// The callee's demands cannot be met: the caller gets 500,
+			// never the 422 (DESIGN.md §2).
+			code = 500
+			res.Reason = "Session Interval Negotiation Failed"
+		}
+		if slot.Call.End(session.ReasonRejected, legB) {
+			st.code = code
+			s.answerA(slot, code, res.Reason, nil)
+			s.terminate(e.id, slot, legB)
+		}
+	}
+}
+
+// answerA answers the caller's INVITE with sbcd's A-leg tag and Contact.
+func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
+	st := &slot.Data
+	if st.inv == nil {
+		return nil
+	}
+	res := sip.NewResponseFromRequest(st.invReq, code, reason, body)
+	if code > 100 {
+		if to := res.To(); to != nil {
+			to.Params.Add("tag", st.legs[legA].localTag)
+		}
+		if code < 300 {
+			res.AppendHeader(s.contact(st.legs[legA].network))
+		}
+	}
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	s.b.send(st.inv, res)
+	if code >= 200 {
+		st.inv.TerminateGracefully()
+		st.inv, st.invReq = nil, nil
+	}
+	return res
+}
+
+// onCancel handles the caller's CANCEL (RFC 3261 §9.2): sipgo already
+// answered 200 to it and 487 to the INVITE.
+func (s *shard) onCancel(id dialog.ID, slot *dialog.Slot[callState]) {
+	if slot.Call.Phase != session.PhaseEarly {
+		return // the 2xx crossed the CANCEL: the call goes on
+	}
+	if slot.Call.End(session.ReasonCancelled, legA) {
+		slot.Data.inv, slot.Data.invReq = nil, nil
+		slot.Data.code = 487
+		s.terminate(id, slot, legA)
+	}
+}
+
+// terminate tears down both legs of a call that just ended (skip is the leg
+// whose BYE ended it) and writes its CDR. Every timeout ends with BYE on
+// both legs (DESIGN.md §2).
+func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip session.LegID) {
+	st := &slot.Data
+	st.end = s.b.o.now()
+	st.ackDone()
+	r := slot.Call.Reason
+	s.ended[r&31].Add(1)
+	if st.inv != nil {
+		code, reason := 500, "Server Internal Error"
+		switch r {
+		case session.ReasonShutdown:
+			code, reason = 480, "Temporarily Unavailable"
+		case session.ReasonEarlyTimeout:
+			code, reason = 408, "Request Timeout"
+		}
+		st.code = code
+		s.answerA(slot, code, reason, nil)
+	} else if st.legs[legA].established && skip != legA {
+		s.sendBye(id, slot, legA)
+	}
+	if st.binv != nil {
+		s.sendCancel(id, slot)
+	} else if st.legs[legB].established && skip != legB {
+		s.sendBye(id, slot, legB)
+	}
+	for i := range st.relay {
+		if rl := &st.relay[i]; rl.tx != nil {
+			s.b.respond(rl.tx, rl.req, 487, "Request Terminated", nil)
+			rl.tx.TerminateGracefully()
+			*rl = relayState{}
+		}
+	}
+	s.writeCDR(id, slot)
+}
+
+func (s *shard) writeCDR(id dialog.ID, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	if s.b.o.CDR == nil {
+		st.cdrDone = true
+		return
+	}
+	rec := &cdr.Record{
+		CallID: st.legs[legA].callID, Caller: st.caller, Callee: st.callee,
+		Source: st.legs[legA].dest, Transport: strings.ToLower(st.legs[legA].network),
+		SetupTime: st.setup, AnswerTime: st.answer, EndTime: st.end,
+		Reason: slot.Call.Reason, EndedBy: endedBy(slot.Call.Reason), Code: st.code,
+		A: cdr.LegFields(&slot.Call.Legs[session.LegA]), B: cdr.LegFields(&slot.Call.Legs[session.LegB]),
+	}
+	done := func(err error) {
+		if err != nil {
+			s.b.log.Error("cdr", "call_id", rec.CallID, "error", err)
+		}
+		s.postLater(event{kind: evCDRDone, id: id})
+	}
+	if err := s.b.o.CDR.Append(rec, done); err != nil {
+		s.b.log.Error("cdr append", "call_id", rec.CallID, "error", err)
+		st.cdrDone = true
+	}
+}
+
+// endedBy names who ended a call, for the CDR.
+func endedBy(r session.Reason) cdr.EndedBy {
+	switch r {
+	case session.ReasonCallerBye, session.ReasonCancelled:
+		return cdr.EndedByCaller
+	case session.ReasonCalleeBye, session.ReasonRejected:
+		return cdr.EndedByCallee
+	}
+	return cdr.EndedBySBCD
+}
+
+// do carries out an action of the session-timer state machine.
+func (s *shard) do(id dialog.ID, slot *dialog.Slot[callState], a session.Action) {
+	switch a.Kind {
+	case session.ActRefresh:
+		s.sendRefresh(id, slot, a.Leg, opRefresh, a.Method, a.Offer)
+	case session.ActProbe:
+		s.sendRefresh(id, slot, a.Leg, opProbe, session.MethodInvite, session.Offer{})
+	case session.ActEnd:
+		s.terminate(id, slot, session.LegNone)
+	}
+}
+
+// sendRefresh sends a session refresh (RFC 4028 §7.4, §8.1: UPDATE without
+// body or re-INVITE with the unchanged SDP, Session-Expires with
+// refresher=uac) or a probe on leg.
+func (s *shard) sendRefresh(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, m session.Method, offer session.Offer) {
+	st := &slot.Data
+	l := &st.legs[leg]
+	method := sip.INVITE
+	if m == session.MethodUpdate {
+		method = sip.UPDATE
+	}
+	l.localSeq++
+	req, err := s.newRequest(l, method, l.localSeq)
+	if err != nil {
+		s.b.log.Error("build refresh", "call", id.String(), "error", err)
+		s.outcome(id, slot, leg, session.Outcome{})
+		return
+	}
+	if offer.SE != 0 {
+		addTimer(req, offer)
+	}
+	if method == sip.INVITE {
+		// The SDP sbcd last sent on this leg: the other leg's, unchanged
+		// (same o= version: no media change).
+		if sdp := st.legs[leg^1].sdp; len(sdp) > 0 {
+			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			req.SetBody(sdp)
+		}
+	}
+	st.opSeq[leg] = l.localSeq
+	s.start(id, slot, leg, o, req)
+}
+
+// outcome reports the end of a refresh or probe to the state machine and
+// does what it asks.
+func (s *shard) outcome(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o session.Outcome) {
+	a := slot.Call.Outcome(s.b.mono(), leg, o, &s.b.o.Params, s.b.o.rand())
+	if a.Kind != session.ActNone {
+		s.do(id, slot, a)
+	}
+}
+
+// onOutcome handles the final response (or the timeout) of a refresh or
+// probe sbcd sent.
+func (s *shard) onOutcome(e event, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	if e.seq != st.opSeq[e.leg] {
+		return
+	}
+	o := session.Outcome{}
+	if e.kind == evResponse {
+		o = s.readOutcome(e, slot)
+	}
+	s.outcome(e.id, slot, e.leg, o)
+}
+
+// readOutcome turns a final response to a request sbcd sent on e.leg into
+// an Outcome, ACKing a 2xx to a re-INVITE and taking its target refresh.
+func (s *shard) readOutcome(e event, slot *dialog.Slot[callState]) session.Outcome {
+	res := e.res
+	o := session.Outcome{Code: res.StatusCode}
+	l := &slot.Data.legs[e.leg]
+	if res.IsSuccess() {
+		if e.req.IsInvite() {
+			s.sendAck(l, e.seq) // RFC 3261 §13.2.2.4
+		}
+		if c := res.Contact(); c != nil {
+			l.target = c.Address.String() // RFC 3261 §12.2.1.2
+		}
+	}
+	if res.IsSuccess() || res.StatusCode == 422 {
+		r, err := timerValues(res).Response()
+		if err != nil {
+			s.b.log.Debug("session-timer headers of a response", "error", err)
+		}
+		o.Response = r
+	}
+	if h := res.GetHeader("Retry-After"); h != nil {
+		if n, err := parseUint(h.Value()); err == nil {
+			o.RetryAfter = n
+		}
+	}
+	return o
+}
+
+// sendBye ends the dialog of leg (RFC 3261 §15.1.1).
+func (s *shard) sendBye(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID) {
+	l := &slot.Data.legs[leg]
+	if !l.established {
+		return
+	}
+	l.established = false
+	l.localSeq++
+	req, err := s.newRequest(l, sip.BYE, l.localSeq)
+	if err != nil {
+		s.b.log.Error("build bye", "call", id.String(), "error", err)
+		return
+	}
+	s.start(id, slot, leg, opBye, req)
+}
+
+// sendCancel cancels the B-leg INVITE (RFC 3261 §9.1).
+func (s *shard) sendCancel(id dialog.ID, slot *dialog.Slot[callState]) {
+	inv := slot.Data.binv
+	slot.Data.binv = nil
+	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	// RFC 3261 §9.1: the same top Via (branch), Request-URI, Call-ID,
+	// From, To and CSeq number as the INVITE.
+	c.AppendHeader(inv.Via().Clone())
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	c.AppendHeader(sip.HeaderClone(inv.From()))
+	c.AppendHeader(sip.HeaderClone(inv.To()))
+	c.AppendHeader(sip.HeaderClone(inv.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.NewHeader("Supported", "timer"))
+	c.SetBody(nil)
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	c.Laddr = inv.Laddr
+	s.start(id, slot, legB, opCancel, c)
+}
+
+// sendAck acknowledges a 2xx to an INVITE sbcd sent on l (RFC 3261
+// §13.2.2.4: same CSeq number, method ACK).
+func (s *shard) sendAck(l *legState, seq uint32) {
+	ack, err := s.newRequest(l, sip.ACK, seq)
+	if err != nil {
+		s.b.log.Error("build ack", "error", err)
+		return
+	}
+	s.b.traceMsg("send", ack)
+	if err := s.b.tp.WriteMsg(ack); err != nil {
+		s.b.log.Debug("send ack", "error", err)
+	}
+}
+
+// onStray ACKs a retransmitted 2xx again (RFC 3261 §13.2.2.4).
+func (s *shard) onStray(res *sip.Response) {
+	tag, _ := res.From().Params.Get("tag")
+	if res.CallID() == nil {
+		return
+	}
+	id, leg, ok := s.tab.Lookup(res.CallID().Value(), tag)
+	if !ok {
+		return
+	}
+	slot, _ := s.tab.Get(id)
+	l := &slot.Data.legs[leg]
+	if l.remoteTag == "" || !l.established {
+		return
+	}
+	s.sendAck(l, res.CSeq().SeqNo)
+}
