@@ -160,30 +160,33 @@ func daemon(cfg *config.Config, configPath string, level slog.Level, stderr io.W
 	} else {
 		log.Info("config loaded", "config", configPath)
 	}
-	if _, err := sessionParams(cfg.SessionTimer); err != nil {
-		log.Error("config rejected", "err", err)
-		return exitError
-	}
-	log.Warn("SIP serving is not implemented in this build: nothing listens", "sip_listen", cfg.SIP.Listen)
 	log.Info("running: SIGTERM or SIGINT stops, SIGUSR1 toggles debug logging")
 
-	for {
-		select {
-		case <-sig.stop.Done():
-			log.Info("shutting down", "cause", context.Cause(sig.stop))
-			return exitOK
-		case <-sig.toggleDebug:
-			next := slog.LevelDebug
-			if lv.Level() == slog.LevelDebug {
-				next = level
-				if next == slog.LevelDebug {
-					next = slog.LevelInfo
+	// The log level toggles for as long as the daemon runs.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-sig.toggleDebug:
+				next := slog.LevelDebug
+				if lv.Level() == slog.LevelDebug {
+					next = level
+					if next == slog.LevelDebug {
+						next = slog.LevelInfo
+					}
 				}
+				lv.Set(next)
+				log.Info("log level changed", "log_level", next)
 			}
-			lv.Set(next)
-			log.Info("log level changed", "log_level", next)
 		}
-	}
+	}()
+
+	return serve(cfg, log, sig.stop.Done(), func() {
+		log.Info("shutting down", "cause", context.Cause(sig.stop))
+	})
 }
 
 // parseLevel accepts exactly the four level names, in any case.

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sbcd/platform/config"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from the daemon goroutine while
@@ -77,10 +81,7 @@ func runWithin(t *testing.T, d time.Duration, args []string, stdout, stderr *syn
 
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "sbcd.toml")
-	if err := os.WriteFile(cfg, []byte("# empty\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, dir)
 	missing := filepath.Join(dir, "missing.toml")
 	bad := filepath.Join(dir, "bad.toml")
 	if err := os.WriteFile(bad, []byte("[session_timer]\nmin_se = 60\nbogus = 1\n"), 0o644); err != nil {
@@ -118,17 +119,10 @@ func TestRun(t *testing.T) {
 		{name: "check without file", args: []string{"check"}, code: exitUsage, stderr: []string{"usage: sbcd check FILE"}},
 		{name: "check invalid", args: []string{"check", bad}, code: exitError, stderr: []string{"bad.toml:2:", "invalid"}},
 		{
-			name:       "built-in defaults",
-			args:       nil,
-			code:       exitOK,
-			stderr:     []string{"built-in defaults", "127.0.0.1:5060", "SIP serving is not implemented", "shutting down"},
-			subscribed: true,
-		},
-		{
 			name:       "config found",
 			args:       []string{"-config", cfg, "-log-level", "DEBUG"},
 			code:       exitOK,
-			stderr:     []string{"config loaded", "log_level=DEBUG", "shutting down"},
+			stderr:     []string{"config loaded", "log_level=DEBUG", "serving SIP", "shutting down", "stopped"},
 			subscribed: true,
 		},
 	}
@@ -248,7 +242,7 @@ func TestBinarySignals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin)
+			cmd := exec.CommandContext(ctx, bin, "-config", testConfig(t, t.TempDir()))
 			cmd.WaitDelay = 5 * time.Second
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
@@ -329,5 +323,57 @@ func TestBinarySignals(t *testing.T) {
 				t.Fatalf("wait: %v", err)
 			}
 		})
+	}
+}
+
+// testConfig writes a configuration that serves on a free loopback port and
+// keeps its data (CDRs) in dir, so tests need neither root nor /data.
+func testConfig(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "sbcd.toml")
+	conf := fmt.Sprintf("[system]\ndata_dir = %q\n\n[sip]\nlisten = [\"udp:127.0.0.1:%d\"]\n", dir, freePort(t))
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// freePort returns a port free for both UDP and TCP on 127.0.0.1 right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port on 127.0.0.1")
+	return 0
+}
+
+// TestLoadConfigDefaults: with no -config and no file at the search paths,
+// the built-in defaults serve on loopback only (DESIGN.md §5).
+func TestLoadConfigDefaults(t *testing.T) {
+	for _, p := range []string{config.SavedPath, config.ImagePath} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists on this machine", p)
+		}
+	}
+	c, path, err := loadConfig("")
+	if err != nil || path != "" {
+		t.Fatalf("loadConfig(\"\") = %v, %q", err, path)
+	}
+	want := []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"}
+	if fmt.Sprint(c.SIP.Listen) != fmt.Sprint(want) {
+		t.Errorf("default listen %v, want %v", c.SIP.Listen, want)
+	}
+	if _, err := b2buaOptions(c, nil, nil); err != nil {
+		t.Errorf("built-in defaults do not map onto the call engine: %v", err)
 	}
 }

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"sbcd/platform/config"
+	"sbcd/sip/b2bua"
+	"sbcd/sip/cdr"
+)
+
+// How long a clean stop may take: calls get their BYEs and their CDRs are
+// fsynced first (DESIGN.md §2: on SIGTERM sbcd stops taking calls, BYEs what
+// is up, writes the CDRs, exits).
+const (
+	shutdownCalls = 40 * time.Second // beyond Timer F for the BYEs
+	shutdownCDRs  = 10 * time.Second
+)
+
+// b2buaOptions maps the configuration onto the call engine's options.
+func b2buaOptions(c *config.Config, log *slog.Logger, sink b2bua.CDRSink) (b2bua.Options, error) {
+	sp, err := sessionParams(c.SessionTimer)
+	if err != nil {
+		return b2bua.Options{}, err
+	}
+	o := b2bua.Options{
+		Advertised: c.SIP.AdvertisedAddress,
+		Devices:    make(map[string]netip.AddrPort, len(c.Devices)),
+		Params:     sp,
+		MaxCalls:   c.SIP.MaxCalls,
+		CDR:        sink,
+		Logger:     log,
+		Trace:      c.Trace.Enabled,
+	}
+	for i, s := range c.SIP.Listen {
+		l, err := config.ParseListen(s)
+		if err != nil {
+			return b2bua.Options{}, fmt.Errorf("map sip.listen[%d]: %w", i, err)
+		}
+		o.Listen = append(o.Listen, b2bua.Listen{Network: l.Transport, Addr: l.Addr.String()})
+	}
+	if c.SIP.Upstream != "" {
+		u, err := config.ParseSIPURI(c.SIP.Upstream)
+		if err != nil {
+			return b2bua.Options{}, fmt.Errorf("map sip.upstream: %w", err)
+		}
+		o.Upstream = u.HostPort()
+	}
+	for i, d := range c.Devices {
+		a, err := netip.ParseAddrPort(d.Address)
+		if err != nil {
+			return b2bua.Options{}, fmt.Errorf("map device[%d].address: %w", i, err)
+		}
+		o.Devices[d.Name] = a
+	}
+	return o, nil
+}
+
+// serve runs the call engine with its CDR writer until stop is done, then
+// shuts both down cleanly. It returns the exit code.
+func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop func()) int {
+	w, err := cdr.New(cdr.Options{
+		Dir:     cfg.CDRDir(),
+		OnError: func(err error) { log.Error("cdr write failed", "err", err) },
+	})
+	if err != nil {
+		log.Error("cannot start the CDR writer: calls are not taken without billing records",
+			"dir", cfg.CDRDir(), "err", err, "hint", "set system.data_dir or cdr.dir to a writable directory")
+		return exitError
+	}
+	closeCDRs := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownCDRs)
+		defer cancel()
+		if err := w.Close(ctx); err != nil {
+			log.Error("closing the CDR writer", "err", err)
+		}
+	}
+	opts, err := b2buaOptions(cfg, log, w)
+	if err != nil {
+		closeCDRs()
+		log.Error("config rejected", "err", err)
+		return exitError
+	}
+	b, err := b2bua.New(opts)
+	if err != nil {
+		closeCDRs()
+		log.Error("cannot start SIP", "err", err)
+		return exitError
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx) }()
+	addrs := make([]string, 0, len(b.Addrs()))
+	for _, a := range b.Addrs() {
+		addrs = append(addrs, a.Network+":"+a.Addr)
+	}
+	log.Info("serving SIP", "listen", strings.Join(addrs, ","), "upstream", opts.Upstream,
+		"devices", len(opts.Devices), "max_calls", opts.MaxCalls, "cdr_dir", cfg.CDRDir())
+
+	code := exitOK
+	select {
+	case <-stop:
+		if onStop != nil {
+			onStop()
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownCalls)
+		if err := b.Shutdown(sctx); err != nil {
+			log.Error("shutdown: calls still up when the time ran out", "err", err)
+		}
+		scancel()
+		cancel()
+		if err := <-served; err != nil {
+			log.Error("serve", "err", err)
+		}
+	case err := <-served:
+		log.Error("SIP service stopped", "err", err)
+		code = exitError
+	}
+	closeCDRs()
+	st := w.Stats()
+	log.Info("stopped", "cdrs_written", st.Written, "cdrs_failed", st.Failed)
+	return code
+}
