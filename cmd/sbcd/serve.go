@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"sbcd/platform/config"
 	"sbcd/sip/b2bua"
 	"sbcd/sip/cdr"
@@ -60,9 +62,18 @@ func b2buaOptions(c *config.Config, log *slog.Logger, sink b2bua.CDRSink) (b2bua
 	return o, nil
 }
 
+// maxUDPMessage is the largest SIP message sbcd sends over UDP. sipgo
+// refuses to send anything within 200 bytes of sip.UDPMTUSize (1500 by
+// default), reading RFC 3261 §18.1.1 as "use TCP instead"; but a response,
+// or a request to a UDP-only phone behind NAT, has no other transport, and a
+// dropped 2xx with a large SDP loses the call. sbcd sends such messages and
+// lets IP fragment them, as SBCs commonly do.
+const maxUDPMessage = 65507 // largest UDP payload over IPv4
+
 // serve runs the call engine with its CDR writer until stop is done, then
 // shuts both down cleanly. It returns the exit code.
 func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop func()) int {
+	sip.UDPMTUSize = maxUDPMessage + 200 // process-wide: set once, before any transport exists
 	w, err := cdr.New(cdr.Options{
 		Dir:     cfg.CDRDir(),
 		OnError: func(err error) { log.Error("cdr write failed", "err", err) },

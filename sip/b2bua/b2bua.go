@@ -24,6 +24,49 @@
 // final answer, the 2xx until the ACK, a relayed re-INVITE until the other
 // side answers).
 //
+// Every request is checked as a UAS first (RFC 3261 §8.2, validate.go), in
+// the order of that section:
+//   - A version other than SIP/2.0 gets 505; a request without To, From,
+//     Call-ID, CSeq or Via, or with one of the single-valued header fields
+//     (Call-ID, From, To, CSeq, Max-Forwards, Content-Length, Content-Type)
+//     twice, gets 400 (§8.1.1, §7.3.1). sipgo's parser drops what it
+//     cannot parse without an answer over UDP and closes a TCP connection
+//     it cannot frame; its transaction layer answers 400 itself to a
+//     request it cannot key (no usable branch, From tag or CSeq).
+//   - Authentication (§8.2: it comes first): a new INVITE from a source
+//     that is neither a device nor the upstream gets 403 before anything
+//     else, so an unknown peer learns nothing of sbcd's extensions. Requests
+//     sbcd answers itself (OPTIONS, refusals) need no authentication.
+//   - Method inspection (§8.2.1): outside a dialog, an unknown method gets
+//     501 (an escaped method such as RE%47IST%45R is just unknown); a known
+//     one sbcd does not handle there (REGISTER, MESSAGE, INFO, NOTIFY,
+//     SUBSCRIBE, REFER, PRACK, PUBLISH) gets 405 with Allow. REGISTER gets
+//     405 until sbcd has a registrar: sbcd understands it but takes no
+//     bindings (§21.4.6), rather than 403 (a policy refusal that would
+//     blame the device) or 501 (REGISTER is not unknown). Then the CSeq
+//     method must match the request's (§8.1.1.5), else 400. Inside a
+//     dialog, methods sbcd does not handle are relayed to the other leg.
+//   - Header inspection (§8.2.2): a Request-URI scheme other than sip or
+//     sips gets 416 (tel URIs are not translated); Require option tags
+//     other than timer get 420 with Unsupported (not for ACK, CANCEL).
+//   - Content processing (§8.2.3), new INVITEs only: a body that is not
+//     application/sdp gets 415 with Accept: application/sdp (multipart
+//     bodies too: sbcd resends a leg's body as SDP in session refreshes);
+//     a Content-Encoding other than identity gets 415 with
+//     Accept-Encoding; an Accept without application/sdp gets 406
+//     (§21.4.7); a body without Content-Type gets 400 (§20.15).
+//   - Max-Forwards 0 on an INVITE, which sbcd would forward as the B-leg,
+//     gets 483 (§16.3 by analogy); an OPTIONS addressed to sbcd is
+//     answered 200 with Allow, Accept, Accept-Encoding, Accept-Language and
+//     Supported (§11.2) whatever its Max-Forwards, so operators and tests
+//     can ping sbcd.
+//   - Only then routing: 404 for an unknown device name, 503 while closing
+//     or full. BYE, CANCEL and UPDATE outside a dialog get 481.
+//
+// Responses that match no client transaction are never answered: only a
+// retransmitted 2xx to a B-leg INVITE is ACKed again, everything else
+// (RFC 4475 bcast, unreason, ...) is dropped.
+//
 // Routing (DESIGN.md §5): an INVITE from a device's address goes to
 // Upstream; an INVITE from Upstream goes to the device named by the
 // Request-URI user (404 when there is none); any other source gets 403.
@@ -50,7 +93,22 @@
 //     Route sets are used as loose routes (RFC 3261 §16.12.1.1); strict
 //     routers are not supported.
 //   - The 2xx to the caller is retransmitted over UDP at T1 doubling to T2
-//     until the ACK (RFC 3261 §13.3.1.4), in the shard's clock.
+//     until the ACK (RFC 3261 §13.3.1.4), in the shard's clock; so is
+//     sbcd's 2xx to a re-INVITE on either leg (relayed or a refresh
+//     answered locally), given up after 64*T1 without an ACK (the dialog
+//     is left to the session timer rather than BYEd at once).
+//   - A call that ends before the B-leg INVITE drew any provisional
+//     answer holds its CANCEL until one comes (RFC 3261 §9.1); a final
+//     answer that comes first needs none (a 2xx is ACKed and BYEd), and
+//     Timer B ends a B-leg INVITE that never gets an answer.
+//   - In-dialog requests sbcd does not handle itself (INFO, MESSAGE,
+//     NOTIFY, REFER, unknown methods) are relayed to the other leg with
+//     their body and the header fields that give it meaning, and the
+//     other side's final answer is relayed back (408 when none comes);
+//     before both legs are established they get 481.
+//   - Options.TCPIdleTimeout closes a TCP connection that stays silent,
+//     also one holding half a message; it is off by default (devices on
+//     TCP need their connection for in-dialog requests).
 package b2bua
 
 import (
@@ -109,6 +167,12 @@ type Options struct {
 	// Trace logs every SIP message sent and received at debug level with
 	// a "trace" attribute ([trace] enabled).
 	Trace bool
+	// TCPIdleTimeout closes a TCP connection that received nothing for
+	// this long, also one left with half a message (RFC 3261 §18.3: the
+	// rest never comes); 0 keeps connections until the peer closes them.
+	// It should exceed the keep-alive and refresh intervals of devices on
+	// TCP, whose calls need the connection.
+	TCPIdleTimeout time.Duration
 
 	// now and rand are injectable for tests.
 	now  func() time.Time
@@ -131,6 +195,10 @@ type Stats struct {
 	Unacked   int                       // answered calls whose caller has not ACKed yet
 	Ended     map[session.Reason]uint64 // calls ended (or refused) per reason
 	FreeSlots int                       // free slots over all shards
+	// ServerTx and ClientTx count the transactions sipgo holds for sbcd,
+	// including finished ones kept to absorb retransmissions (Timers J,
+	// H, I, K); sipgo itself exposes no count.
+	ServerTx, ClientTx int
 }
 
 // B2BUA is the call engine. Create it with New, run it with Serve.
@@ -152,6 +220,8 @@ type B2BUA struct {
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
 	served   atomic.Bool
+	serverTx atomic.Int64 // see Stats.ServerTx
+	clientTx atomic.Int64
 	rndMu    sync.Mutex
 	rndState *rand.PCG
 }
@@ -206,9 +276,17 @@ func New(o Options) (*B2BUA, error) {
 		}
 		b.devices[a] = name
 	}
-	b.tp = sip.NewTransportLayer(net.DefaultResolver, sip.NewParser(), nil,
-		sip.WithTransportLayerLogger(b.log),
-		sip.WithTransportLayerReadFilter(dropWhen(&b.stopped)))
+	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(b.log),
+		sip.WithTransportLayerReadFilter(dropWhen(&b.stopped))}
+	if o.TCPIdleTimeout > 0 {
+		// After the read filter: sipgo copies it into the transport.
+		tpOpts = append(tpOpts, sip.WithTransportLayerTransports(sip.TransportsConfig{
+			TCP: &sip.TransportTCP{ReadTimeout: o.TCPIdleTimeout}}))
+	}
+	if o.TCPIdleTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative tcp idle timeout", ErrOptions)
+	}
+	b.tp = sip.NewTransportLayer(net.DefaultResolver, sip.NewParser(), nil, tpOpts...)
 	b.tl = sip.NewTransactionLayer(b.tp,
 		sip.WithTransactionLayerLogger(b.log),
 		sip.WithTransactionLayerUnhandledResponseHandler(b.onStrayResponse))
@@ -399,7 +477,8 @@ func (b *B2BUA) Shutdown(ctx context.Context) error {
 
 // Stats returns a snapshot of the calls of every shard.
 func (b *B2BUA) Stats() Stats {
-	st := Stats{Ended: make(map[session.Reason]uint64)}
+	st := Stats{Ended: make(map[session.Reason]uint64),
+		ServerTx: int(b.serverTx.Load()), ClientTx: int(b.clientTx.Load())}
 	for _, s := range b.shards {
 		st.Early += int(s.early.Load())
 		st.Up += int(s.up.Load())

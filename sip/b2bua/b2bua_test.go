@@ -21,6 +21,10 @@ func TestMain(m *testing.M) {
 	// Short SIP timers: a transaction that is never answered times out
 	// after 64*T1 = 1.6 s instead of 32 s (Timer B/F).
 	sip.SetTimers(25*time.Millisecond, 200*time.Millisecond, 250*time.Millisecond)
+	// Timer D (absorbing retransmitted final answers to a client INVITE
+	// over UDP) is a fixed 32 s in sipgo, not derived from T1 (RFC 3261
+	// §17.1.1.2 only asks for at least 32 s): 64*T1 here too.
+	sip.Timer_D = 64 * sip.T1
 	os.Exit(m.Run())
 }
 
@@ -671,6 +675,71 @@ func TestAckOnInviteBranch(t *testing.T) {
 	}
 	waitFor(ctx, t, func() bool { st := e.b.Stats(); return st.Up == 1 && st.Unacked == 0 })
 	tx.Terminate()
+	e.caller.request(ctx, a, sip.BYE, "")
+	e.cdr.next(ctx, t)
+}
+
+// TestCancelWaitsForProvisional: a caller that cancels before the callee
+// sent any provisional answer makes sbcd hold its CANCEL until one comes
+// (RFC 3261 §9.1): here the callee rings only after 300 ms.
+func TestCancelWaitsForProvisional(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	e := newEnv(t, behavior{hold: hold, ringAfter: 300 * time.Millisecond}, nil)
+	ctx := testCtx(t)
+	a, tx := e.caller.invite(ctx, e.addr, "bob")
+	e.callee.expect(ctx, sip.INVITE)
+	got := time.Now()
+	cancel := e.caller.build(a, sip.CANCEL, 1, "")
+	cancel.RemoveHeader("Via")
+	cancel.PrependHeader(tx.Origin().Via().Clone())
+	txc, err := e.caller.tl.Request(ctx, cancel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := final(ctx, t, txc); r.StatusCode != 200 {
+		t.Errorf("CANCEL answered %d", r.StatusCode)
+	}
+	if res, _ := final(ctx, t, tx); res.StatusCode != 487 {
+		t.Errorf("INVITE answered %d, want 487", res.StatusCode)
+	}
+	e.callee.expect(ctx, sip.CANCEL)
+	// Without the wait it comes within milliseconds; 150 ms leaves room
+	// for a loaded machine.
+	if d := time.Since(got); d < 150*time.Millisecond {
+		t.Errorf("CANCEL reached the callee %v after its INVITE, before any provisional answer", d)
+	}
+	if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonCancelled {
+		t.Errorf("cdr %+v", rec)
+	}
+}
+
+// TestInDialogInfoRelayed: requests sbcd does not handle itself (INFO, an
+// unknown method) are relayed to the other leg's dialog, with their body,
+// and the other side's answer comes back.
+func TestInDialogInfoRelayed(t *testing.T) {
+	e := newEnv(t, behavior{}, nil)
+	ctx := testCtx(t)
+	a, b, _, _ := e.call(ctx)
+	for _, m := range []sip.RequestMethod{sip.INFO, "FOO"} {
+		req := e.caller.build(a, m, e.caller.seq.Add(1), "", sip.NewHeader("Content-Type", "application/dtmf-relay"),
+			sip.NewHeader("Info-Package", "dtmf"))
+		req.SetBody([]byte("Signal=5\r\nDuration=160\r\n"))
+		tx, err := e.caller.tl.Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := final(ctx, t, tx); res.StatusCode != 200 {
+			t.Errorf("%s answered %d, want the callee's 200", m, res.StatusCode)
+		}
+		got := e.callee.expect(ctx, m)
+		if got.CallID().Value() != b.callID || string(got.Body()) != "Signal=5\r\nDuration=160\r\n" {
+			t.Errorf("%s relayed on call %s with body %q", m, got.CallID().Value(), got.Body())
+		}
+		if ct := got.GetHeader("Content-Type"); ct == nil || ct.Value() != "application/dtmf-relay" {
+			t.Errorf("%s relayed with Content-Type %v", m, ct)
+		}
+	}
 	e.caller.request(ctx, a, sip.BYE, "")
 	e.cdr.next(ctx, t)
 }

@@ -20,25 +20,35 @@ type headerGetter interface {
 const allow = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS"
 
 // onRequest runs in a sipgo goroutine for every new server transaction. It
-// only routes: everything that touches a call is posted to its shard
-// (DESIGN.md §1).
+// checks the request as a UAS (RFC 3261 §8.2, validate.go) and routes it:
+// everything that touches a call is posted to its shard (DESIGN.md §1).
 func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	b.traceMsg("recv", req)
+	b.trackServerTx(tx)
 	toTag := ""
 	if to := req.To(); to != nil {
 		toTag, _ = to.Params.Get("tag")
 	}
-	switch {
-	case req.IsAck():
+	if req.IsAck() {
 		// ACK of a 2xx is its own transaction (RFC 3261 §17.1.1.3): nothing
-		// to answer; the shard only updates the call.
+		// to answer, whatever it holds; the shard only updates the call.
 		tx.Terminate()
-		if s, ok := b.tagShard(toTag); ok {
+		if s, ok := b.tagShard(toTag); ok && req.CallID() != nil && req.CSeq() != nil {
 			s.post(context.Background(), event{kind: evRequest, req: req})
 		}
-	case toTag != "":
+		return
+	}
+	if b.refused(tx, req, checkMessage(req)) {
+		return
+	}
+	if toTag != "" {
 		// RFC 3261 §12.2.2: a request with a To tag belongs to a dialog,
-		// named by sbcd's tag, which names the shard.
+		// named by sbcd's tag, which names the shard. Methods are not
+		// inspected here: what sbcd does not handle itself is relayed to
+		// the other leg.
+		if b.refused(tx, req, checkCSeq(req)) || b.refused(tx, req, checkHeaders(req)) {
+			return
+		}
 		s, ok := b.tagShard(toTag)
 		if !ok {
 			b.respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -46,23 +56,62 @@ func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			return
 		}
 		s.post(context.Background(), event{kind: evRequest, req: req, tx: tx})
-	case req.IsInvite():
+		return
+	}
+	// RFC 3261 §8.2: authentication comes first. sbcd authenticates a new
+	// call by its source (DESIGN.md §5); requests it answers itself
+	// (OPTIONS, refusals) need none.
+	if req.IsInvite() && !b.knownSource(req) {
+		b.refused(tx, req, refusal{code: 403, reason: "Forbidden"})
+		return
+	}
+	if b.refused(tx, req, checkMethod(req)) || b.refused(tx, req, checkHeaders(req)) {
+		return
+	}
+	switch req.Method {
+	case sip.INVITE:
+		if b.refused(tx, req, checkContent(req)) || b.refused(tx, req, checkMaxForwards(req)) {
+			return
+		}
 		b.newInvite(req, tx)
-	case req.Method == sip.OPTIONS:
-		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-		res.AppendHeader(sip.NewHeader("Allow", allow))
-		res.AppendHeader(sip.NewHeader(header.Supported, header.OptionTimer))
-		b.send(tx, res)
-		tx.TerminateGracefully()
-	case req.IsCancel() || req.Method == sip.BYE:
-		// RFC 3261 §9.2, §15.1.2: no matching transaction or dialog.
-		b.respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+	case sip.OPTIONS:
+		// RFC 3261 §11.2: an OPTIONS addressed to sbcd (whatever its
+		// Max-Forwards: it is not forwarded) is answered as to an INVITE.
+		b.respond(tx, req, 200, "OK", optionsHeaders())
 		tx.TerminateGracefully()
 	default:
-		res := sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
-		res.AppendHeader(sip.NewHeader("Allow", allow))
-		b.send(tx, res)
+		// BYE, CANCEL and UPDATE outside a dialog or transaction: RFC 3261
+		// §9.2, §15.1.2, RFC 3311 §5.2.
+		b.respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
 		tx.TerminateGracefully()
+	}
+}
+
+// refused answers req with r and ends tx when r is a refusal.
+func (b *B2BUA) refused(tx *sip.ServerTx, req *sip.Request, r refusal) bool {
+	if r.code == 0 {
+		return false
+	}
+	b.respond(tx, req, r.code, r.reason, r.hdrs)
+	tx.TerminateGracefully()
+	return true
+}
+
+// trackServerTx counts tx among the server transactions sipgo holds, until
+// it terminates (Stats.ServerTx).
+func (b *B2BUA) trackServerTx(tx *sip.ServerTx) {
+	b.serverTx.Add(1)
+	if !tx.OnTerminate(func(string, error) { b.serverTx.Add(-1) }) {
+		b.serverTx.Add(-1)
+	}
+}
+
+// trackClientTx counts tx among the client transactions sipgo holds
+// (Stats.ClientTx).
+func (b *B2BUA) trackClientTx(tx *sip.ClientTx) {
+	b.clientTx.Add(1)
+	if !tx.OnTerminate(func(string, error) { b.clientTx.Add(-1) }) {
+		b.clientTx.Add(-1)
 	}
 }
 
@@ -85,6 +134,9 @@ func (b *B2BUA) onStrayResponse(res *sip.Response) {
 // respond answers req on tx with code and reason, logging failures.
 func (b *B2BUA) respond(tx *sip.ServerTx, req *sip.Request, code int, reason string, hdrs []sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	// sipgo copies the request's version; sbcd answers in its own (RFC
+	// 3261 §7.2), also the 505 to another version.
+	res.SipVersion = sipVersion
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
@@ -138,6 +190,13 @@ func (b *B2BUA) classify(req *sip.Request) (route, int) {
 		return route{dest: b.upstream, user: req.Recipient.User, network: network}, 0
 	}
 	return route{}, 403
+}
+
+// knownSource reports whether req comes from the upstream or a device,
+// the only sources that may start calls (DESIGN.md §5).
+func (b *B2BUA) knownSource(req *sip.Request) bool {
+	_, code := b.classify(req)
+	return code != 403
 }
 
 func (b *B2BUA) deviceByAddr(src netip.AddrPort, reliable bool) bool {
@@ -197,10 +256,6 @@ func (b *B2BUA) newInvite(req *sip.Request, tx *sip.ServerTx) {
 	}
 	if b.closing.Load() {
 		reject(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
-		return
-	}
-	if req.CallID() == nil || req.From() == nil || req.To() == nil || req.CSeq() == nil {
-		reject(400, "Bad Request")
 		return
 	}
 	if req.Contact() == nil {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -46,6 +48,9 @@ func (s *shard) onInDialog(e event) {
 			slot.Call.Acked()
 			st.ackDone()
 		}
+		if r := &st.reok[leg]; r.res != nil && cseq.SeqNo == r.seq {
+			r.done() // the ACK of sbcd's 2xx to a re-INVITE
+		}
 		return
 	}
 	// RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
@@ -73,8 +78,79 @@ func (s *shard) onInDialog(e event) {
 	case sip.OPTIONS:
 		reply(200, "OK", sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
 	default:
-		reply(501, "Not Implemented")
+		s.pass(id, slot, leg, req, tx)
 	}
+}
+
+// passHeaders are the header fields a relayed INFO, MESSAGE, NOTIFY,
+// REFER, ... keeps: those that give its body and event their meaning
+// (RFC 6086 Info-Package, RFC 6665 Event and Subscription-State, RFC 3515
+// Refer-To, RFC 3892 Referred-By).
+var passHeaders = [...]string{"Content-Type", "Content-Disposition", "Content-Encoding", "Content-Language",
+	"Info-Package", "Recv-Info", "Event", "Subscription-State", "Refer-To", "Referred-By", "Accept", "Require"}
+
+// pass relays a request sbcd does not handle itself (INFO, MESSAGE,
+// NOTIFY, an unknown method, ...) received in the dialog of leg to the
+// other leg's dialog, as a B2BUA does: the other side decides (it answers
+// 501 or 405 if it does not know the method either), and its final answer
+// comes back through onPassed.
+func (s *shard) pass(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, req *sip.Request, tx *sip.ServerTx) {
+	st := &slot.Data
+	reply := func(code int, reason string) {
+		s.b.respond(tx, req, code, reason, nil)
+		tx.TerminateGracefully()
+	}
+	other := leg ^ 1
+	o := &st.legs[other]
+	if slot.Call.Phase == session.PhaseEnded || !st.legs[leg].established || !o.established {
+		// RFC 3261 §12.2.2: no dialog (yet) to carry it on the other side.
+		reply(481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if r := checkMaxForwards(req); r.code != 0 {
+		reply(r.code, r.reason)
+		return
+	}
+	o.localSeq++
+	out, err := s.newRequest(o, req.Method, o.localSeq)
+	if err != nil {
+		s.b.log.Error("build relayed request", "call", id.String(), "method", string(req.Method), "error", err)
+		reply(500, "Server Internal Error")
+		return
+	}
+	for _, name := range passHeaders {
+		for _, h := range req.GetHeaders(name) {
+			out.AppendHeader(sip.NewHeader(name, h.Value()))
+		}
+	}
+	out.SetBody(req.Body())
+	st.pass = append(st.pass, passState{tx: tx, req: req, leg: other, seq: o.localSeq})
+	s.start(id, slot, other, opPass, out)
+}
+
+// onPassed answers a request relayed by pass with the other side's final
+// answer (408 when there was none, RFC 3261 §17.1.2.2).
+func (s *shard) onPassed(e event, slot *dialog.Slot[callState]) {
+	st := &slot.Data
+	i := slices.IndexFunc(st.pass, func(p passState) bool { return p.leg == e.leg && p.seq == e.seq })
+	if i < 0 {
+		return // answered already: the call ended
+	}
+	p := st.pass[i]
+	st.pass = slices.Delete(st.pass, i, i+1)
+	if e.kind != evResponse {
+		s.b.respond(p.tx, p.req, 408, "Request Timeout", nil)
+		p.tx.TerminateGracefully()
+		return
+	}
+	res := sip.NewResponseFromRequest(p.req, e.res.StatusCode, e.res.Reason, e.res.Body())
+	for _, name := range [...]string{"Content-Type", "Allow", "Accept", "Unsupported", "Retry-After"} {
+		for _, h := range e.res.GetHeaders(name) {
+			res.AppendHeader(sip.NewHeader(name, h.Value()))
+		}
+	}
+	s.b.send(p.tx, res)
+	p.tx.TerminateGracefully()
 }
 
 // onSessionRequest handles a re-INVITE or UPDATE received on leg: a pure
@@ -89,6 +165,9 @@ func (s *shard) onSessionRequest(id dialog.ID, slot *dialog.Slot[callState], leg
 		}
 		s.b.send(tx, res)
 		tx.TerminateGracefully()
+		if code >= 200 && code < 300 {
+			s.keep2xx(id, slot, leg, tx, res)
+		}
 	}
 	if slot.Call.Phase == session.PhaseEnded {
 		reply(481, "Call/Transaction Does Not Exist", nil)
@@ -188,6 +267,7 @@ func (s *shard) onRelayed(e event, slot *dialog.Slot[callState]) {
 				res.AppendHeader(contentType(e.res))
 			}
 			s.b.send(rl.tx, res)
+			s.keep2xx(e.id, slot, from, rl.tx, res)
 		case o.Code == 0:
 			s.b.respond(rl.tx, rl.req, 408, "Request Timeout", nil)
 		default:
@@ -331,4 +411,39 @@ func parseUint(v string) (uint32, error) {
 		return 0, fmt.Errorf("parse delta-seconds %q: %w", v, err)
 	}
 	return uint32(n), nil
+}
+
+// reOK is sbcd's 2xx to a re-INVITE received on a leg over UDP, kept for
+// retransmission until the ACK (RFC 3261 §13.3.1.4).
+type reOK struct {
+	res   *sip.Response
+	tx    *sip.ServerTx
+	seq   uint32        // the re-INVITE's CSeq, which its ACK carries
+	next  int64         // when to send it again, shard clock
+	ivl   time.Duration // T1 doubling to T2
+	until int64         // give up: 64*T1 after the first send
+}
+
+// done drops the kept 2xx and ends its transaction.
+func (r *reOK) done() {
+	if r.tx != nil {
+		r.tx.Terminate()
+	}
+	*r = reOK{}
+}
+
+// keep2xx keeps sbcd's 2xx res to a re-INVITE received on leg over UDP
+// for retransmission until its ACK (RFC 3261 §13.3.1.4): the shard's
+// retransmit resends it at T1 doubling up to T2 and gives up after 64*T1.
+// Over TCP the transport is reliable and nothing is kept.
+func (s *shard) keep2xx(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, tx *sip.ServerTx, res *sip.Response) {
+	req := tx.Origin()
+	if !req.IsInvite() || sip.NetworkToUpper(req.Transport()) != "UDP" {
+		return
+	}
+	now := s.b.mono()
+	r := &slot.Data.reok[leg]
+	r.done()
+	*r = reOK{res: res, tx: tx, seq: req.CSeq().SeqNo, next: now + int64(t1), ivl: t1, until: now + int64(64*t1)}
+	s.watchAcks(id)
 }

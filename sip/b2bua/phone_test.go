@@ -24,6 +24,7 @@ const calleeSDP = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\
 type behavior struct {
 	inviteCode  int           // final answer to a new INVITE: 200 when 0
 	ring        bool          // send 180 first
+	ringAfter   time.Duration // send 180 after this long (0: never)
 	hold        chan struct{} // wait for this (or a CANCEL) before the final answer
 	minSE       uint32        // answer 422 with this Min-SE when the offer is lower
 	allowUpdate bool          // Allow lists UPDATE
@@ -120,6 +121,14 @@ func (p *phone) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			// sipgo hands each message to its own goroutine: give the
 			// 180 a head start over the final answer.
 			time.Sleep(30 * time.Millisecond)
+		}
+		if p.beh.ringAfter > 0 {
+			select {
+			case <-time.After(p.beh.ringAfter):
+				respond(180, "", p.contact())
+			case <-tx.Done():
+				return
+			}
 		}
 		if p.beh.hold != nil {
 			select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ const (
 	opRelay                 // a re-INVITE or UPDATE relayed from the other leg
 	opBye
 	opCancel
+	opPass // a request sbcd does not handle, relayed from the other leg (INFO, MESSAGE, ...)
 )
 
 // event is one unit of work for a shard.
@@ -92,6 +94,15 @@ type relayState struct {
 	sreq session.Request // its session-timer headers
 }
 
+// passState is a request sbcd does not handle itself (INFO, MESSAGE,
+// NOTIFY, ...) received on one leg and relayed to the other.
+type passState struct {
+	tx  *sip.ServerTx
+	req *sip.Request
+	leg session.LegID // the leg it was relayed onto
+	seq uint32        // its CSeq there
+}
+
 // callState is the sip layer's per-call state in the dialog slot.
 type callState struct {
 	legs [2]legState
@@ -99,18 +110,23 @@ type callState struct {
 	inv    *sip.ServerTx
 	invReq *sip.Request
 	// The B-leg INVITE, until its final response (for CANCEL).
-	binv     *sip.Request
-	sreq     session.Request // the caller's checked session-timer request
-	allowA   bool            // the caller's Allow lists UPDATE
-	offer    session.Offer   // what the B-leg INVITE offers
-	tries422 int
-	ctype    string // Content-Type of the caller's body
+	binv *sip.Request
+	// bprov: the B-leg INVITE drew a provisional answer; cancelWait: the
+	// call ended before it did, so the CANCEL waits for it (RFC 3261 §9.1).
+	bprov, cancelWait bool
+	sreq              session.Request // the caller's checked session-timer request
+	allowA            bool            // the caller's Allow lists UPDATE
+	offer             session.Offer   // what the B-leg INVITE offers
+	tries422          int
+	ctype             string // Content-Type of the caller's body
 
 	caller, callee     string
 	setup, answer, end time.Time
 	code               int
 
 	relay [2]relayState // indexed by the leg the request was relayed onto
+	pass  []passState   // other requests relayed, until their answer
+	reok  [2]reOK       // 2xx to a re-INVITE received on a leg, until its ACK
 	opSeq [2]uint32     // CSeq of sbcd's refresh, probe or relay on a leg
 
 	// The 2xx to the caller and its transaction, kept until the ACK for
@@ -232,7 +248,8 @@ func (s *shard) tick() {
 
 // retransmit resends the 2xx of calls waiting for the caller's ACK over
 // UDP, at T1 doubling up to T2 (RFC 3261 §13.3.1.4); Timer H ends the call
-// when no ACK comes (session.Call.Fire).
+// when no ACK comes (session.Call.Fire). It also resends the 2xx to
+// re-INVITEs (keep2xx), which it drops after 64*T1 without an ACK.
 func (s *shard) retransmit(now int64) {
 	keep := s.awaitAck[:0]
 	for _, id := range s.awaitAck {
@@ -241,19 +258,48 @@ func (s *shard) retransmit(now int64) {
 			continue
 		}
 		st := &slot.Data
-		if slot.Call.Phase != session.PhaseAnswered || st.ok == nil {
-			st.ackDone()
-			continue
+		waiting := false
+		if st.ok != nil {
+			if slot.Call.Phase != session.PhaseAnswered {
+				st.ackDone()
+			} else {
+				if now >= st.okNext {
+					s.b.send(st.okTx, st.ok)
+					st.okIvl = min(2*st.okIvl, t2)
+					st.okNext = now + int64(st.okIvl)
+				}
+				waiting = true
+			}
 		}
-		if now >= st.okNext {
-			s.b.send(st.okTx, st.ok)
-			st.okIvl = min(2*st.okIvl, t2)
-			st.okNext = now + int64(st.okIvl)
+		for i := range st.reok {
+			r := &st.reok[i]
+			if r.res == nil {
+				continue
+			}
+			if slot.Call.Phase == session.PhaseEnded || now >= r.until {
+				r.done()
+				continue
+			}
+			if now >= r.next {
+				s.b.send(r.tx, r.res)
+				r.ivl = min(2*r.ivl, t2)
+				r.next = now + int64(r.ivl)
+			}
+			waiting = true
 		}
-		keep = append(keep, id)
+		if waiting {
+			keep = append(keep, id)
+		}
 	}
 	clear(s.awaitAck[len(keep):])
 	s.awaitAck = keep
+}
+
+// watchAcks puts a call on the list retransmit goes through, once.
+func (s *shard) watchAcks(id dialog.ID) {
+	if !slices.Contains(s.awaitAck, id) {
+		s.awaitAck = append(s.awaitAck, id)
+	}
 }
 
 // watchAck passes on an ACK that sipgo matched to the INVITE transaction
@@ -325,6 +371,10 @@ func (s *shard) handle(e event) {
 		case opRelay:
 			if final {
 				s.onRelayed(e, slot)
+			}
+		case opPass:
+			if final {
+				s.onPassed(e, slot)
 			}
 		}
 		s.touch(e.id, slot)
@@ -505,7 +555,7 @@ func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
 		req.AppendHeader(sip.NewHeader("Content-Type", ct))
 		req.SetBody(st.legs[legA].sdp)
 	}
-	st.binv = req
+	st.binv, st.bprov, st.cancelWait = req, false, false
 	s.start(id, slot, legB, opInvite, req)
 }
 
@@ -526,6 +576,7 @@ func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.Le
 			s.post(bg, base)
 			return
 		}
+		b.trackClientTx(tx)
 		for {
 			select {
 			case res := <-tx.Responses():
@@ -574,6 +625,13 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 	code := res.StatusCode
 	switch {
 	case code < 200:
+		st.bprov = true
+		if st.cancelWait && st.binv != nil {
+			// RFC 3261 §9.1: the CANCEL held back for a provisional.
+			st.cancelWait = false
+			s.sendCancel(e.id, slot)
+			return
+		}
 		if code == 100 || ended {
 			return
 		}
@@ -634,7 +692,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 		if ok != nil && st.legs[legA].network == "UDP" {
 			st.ok, st.okTx = ok, tx
 			st.okIvl, st.okNext = t1, now+int64(t1)
-			s.awaitAck = append(s.awaitAck, e.id)
+			s.watchAcks(e.id)
 			go s.watchAck(tx)
 		}
 	default:
@@ -712,6 +770,9 @@ func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip sessi
 	st := &slot.Data
 	st.end = s.b.o.now()
 	st.ackDone()
+	for i := range st.reok {
+		st.reok[i].done()
+	}
 	r := slot.Call.Reason
 	s.ended[r&31].Add(1)
 	if st.inv != nil {
@@ -728,7 +789,14 @@ func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip sessi
 		s.sendBye(id, slot, legA)
 	}
 	if st.binv != nil {
-		s.sendCancel(id, slot)
+		// RFC 3261 §9.1: a CANCEL only after a provisional answer; until
+		// then it waits (onBInvite), and a final answer that comes first
+		// makes it needless (a 2xx is ACKed and BYEd).
+		if st.bprov {
+			s.sendCancel(id, slot)
+		} else {
+			st.cancelWait = true
+		}
 	} else if st.legs[legB].established && skip != legB {
 		s.sendBye(id, slot, legB)
 	}
@@ -739,6 +807,12 @@ func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip sessi
 			*rl = relayState{}
 		}
 	}
+	for _, p := range st.pass {
+		// RFC 3261 §15.1.2: the dialog is gone.
+		s.b.respond(p.tx, p.req, 481, "Call/Transaction Does Not Exist", nil)
+		p.tx.TerminateGracefully()
+	}
+	st.pass = nil
 	s.writeCDR(id, slot)
 }
 

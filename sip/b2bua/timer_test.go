@@ -304,3 +304,45 @@ func Test422FromCalleeGivesUp(t *testing.T) {
 		t.Errorf("cdr %+v", rec)
 	}
 }
+
+// TestReinviteAnswerRetransmittedUntilAck: sbcd's 2xx to a re-INVITE over
+// UDP is resent until the ACK (RFC 3261 §13.3.1.4), for a relayed media
+// change as for a refresh answered locally.
+func TestReinviteAnswerRetransmittedUntilAck(t *testing.T) {
+	e := newEnv(t, behavior{allowUpdate: true}, shortTimers, withClock())
+	ctx := testCtx(t)
+	a, _, _, _ := e.call(ctx)
+	newSDP := strings.Replace(testSDP, "o=- 1 1", "o=- 1 2", 1)
+	for _, name := range []string{"relayed", "refresh"} {
+		seq := e.caller.seq.Add(1)
+		req := e.caller.build(a, sip.INVITE, seq, newSDP, sip.NewHeader("Supported", "timer"))
+		tx, err := e.caller.tl.Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := final(ctx, t, tx); res.StatusCode != 200 {
+			t.Fatalf("%s: re-INVITE answered %d", name, res.StatusCode)
+		}
+		var n atomic.Int32
+		tx.OnRetransmission(func(*sip.Response) { n.Add(1) })
+		for range 3 {
+			e.clock.Advance(time.Second)
+		}
+		waitFor(ctx, t, func() bool { return n.Load() >= 2 })
+		e.caller.ack(a, seq)
+		time.Sleep(100 * time.Millisecond) // the ACK reaches the shard
+		got := n.Load()
+		for range 3 {
+			e.clock.Advance(4 * time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+		// One retransmission may cross a late ACK; without the ACK there
+		// would be one per Advance.
+		if n.Load() > got+1 {
+			t.Errorf("%s: 2xx retransmitted after the ACK (%d, then %d)", name, got, n.Load())
+		}
+		tx.Terminate()
+	}
+	e.caller.request(ctx, a, sip.BYE, "")
+	e.cdr.next(ctx, t)
+}
