@@ -77,8 +77,8 @@
 //
 // Choices where DESIGN.md is silent:
 //   - A caller refused because the table is full gets 503 with Retry-After
-//     and no CDR: no slot ever held the call. The refusal is counted under
-//     table_full in Stats.
+//     and a CDR line with reason table_full and code 503 (no slot ever held
+//     the call); the refusal is also counted under table_full in Stats.
 //   - A callee whose 422 cannot be satisfied (its Min-SE is above one day,
 //     or still too high after session.MaxRetries422 retries) makes sbcd
 //     answer the caller 500 "Session Interval Negotiation Failed", never
@@ -182,7 +182,8 @@ type Options struct {
 // CDRSink stores call detail records (DESIGN.md §4). Append must not block
 // and must copy r if it keeps it; it calls done once the record is durable
 // (or failed); the call's slot is freed only after done. An error from
-// Append means done is never called (the slot is freed at once).
+// Append means done is never called (the slot is freed at once). done may
+// be nil for a record that holds no slot (a refused call).
 // *cdr.Writer is the production sink.
 type CDRSink interface {
 	Append(r *cdr.Record, done func(error)) error

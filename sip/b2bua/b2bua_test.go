@@ -42,7 +42,9 @@ func (m *memCDR) Append(r *cdr.Record, done func(error)) error {
 	m.recs = append(m.recs, *r)
 	m.mu.Unlock()
 	m.ch <- *r
-	done(nil)
+	if done != nil {
+		done(nil)
+	}
 	return nil
 }
 
@@ -415,6 +417,10 @@ func TestTableFull(t *testing.T) {
 	}
 	if st := e.b.Stats(); st.Ended[session.ReasonTableFull] != 1 || st.Up != 1 {
 		t.Errorf("stats %+v", st)
+	}
+	if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonTableFull || rec.Code != 503 ||
+		rec.EndedBy != cdr.EndedBySBCD || rec.Caller == "" || !rec.Source.IsValid() {
+		t.Errorf("refusal cdr %+v", rec)
 	}
 	// The call in the table is not affected.
 	if r := e.caller.request(ctx, a, sip.BYE, ""); r.StatusCode != 200 {

@@ -447,11 +447,14 @@ func (s *shard) onInvite(e event) {
 	id, slot, err := s.tab.Alloc()
 	if err != nil {
 		// DESIGN.md §1: a full table answers 503 with Retry-After; the
-		// calls in the table are not affected. No slot, so no CDR: the
-		// refusal is counted as table_full.
+		// calls in the table are not affected. The refusal still gets a
+		// CDR line (DESIGN.md §4 reason table_full), so operators can
+		// count the attempts the box turned away; with no slot to free
+		// there is nothing to wait for.
 		s.ended[session.ReasonTableFull].Add(1)
 		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")})
 		tx.TerminateGracefully()
+		s.refusalCDR(e, 503, session.ReasonTableFull)
 		return
 	}
 	s.used.Add(1)
@@ -842,6 +845,25 @@ func (s *shard) writeCDR(id dialog.ID, slot *dialog.Slot[callState]) {
 }
 
 // endedBy names who ended a call, for the CDR.
+// refusalCDR writes the CDR of a call refused before it got a slot.
+func (s *shard) refusalCDR(e event, code int, reason session.Reason) {
+	if s.b.o.CDR == nil {
+		return
+	}
+	now := s.b.o.now()
+	rec := &cdr.Record{
+		CallID: e.req.CallID().Value(), Caller: e.req.From().Address.String(), Callee: e.req.Recipient.String(),
+		Transport: strings.ToLower(e.req.Transport()),
+		SetupTime: now, EndTime: now, Reason: reason, EndedBy: cdr.EndedBySBCD, Code: code,
+	}
+	if src, err := netip.ParseAddrPort(e.req.Source()); err == nil {
+		rec.Source = src
+	}
+	if err := s.b.o.CDR.Append(rec, nil); err != nil {
+		s.b.log.Error("cdr append", "call_id", rec.CallID, "error", err)
+	}
+}
+
 func endedBy(r session.Reason) cdr.EndedBy {
 	switch r {
 	case session.ReasonCallerBye, session.ReasonCancelled:
