@@ -61,7 +61,10 @@ func TestCorpus(t *testing.T) {
 		o.Devices = rp.devices()
 		o.MaxCalls = maxCalls
 		o.Logger = logger
-		o.TCPIdleTimeout = 500 * time.Millisecond
+		// Long enough that a relayed final answer is written before the
+		// connection counts as idle on a loaded machine; short enough that
+		// messages which never complete are closed quickly.
+		o.TCPIdleTimeout = tcpIdle
 		o.CDR = nil // hundreds of calls: memCDR's channel would fill
 	})
 	for _, l := range e.b.Addrs() {
@@ -549,6 +552,9 @@ func (rp *replayer) devices() map[string]netip.AddrPort {
 // quiet is how long the test waits for an answer that does not come.
 const quiet = 200 * time.Millisecond
 
+// tcpIdle is sbcd's TCP idle timeout in this test.
+const tcpIdle = 1500 * time.Millisecond
+
 // send sends m over network and collects the answers.
 func (rp *replayer) send(network string, m corpusMsg) (outcome, error) {
 	if network == "TCP" {
@@ -611,8 +617,8 @@ func (rp *replayer) sendTCP(m corpusMsg) (outcome, error) {
 	o := outcome{observed: true}
 	ps := sip.NewParser().NewSIPStream()
 	buf := make([]byte, 65536)
-	// sbcd's idle timeout is 500 ms: silence beyond it is a hang.
-	deadline := time.Now().Add(3 * time.Second)
+	// Silence well beyond sbcd's idle timeout is a hang.
+	deadline := time.Now().Add(4*tcpIdle + 3*time.Second)
 	for {
 		_ = c.SetReadDeadline(deadline)
 		n, err := c.Read(buf)
