@@ -15,6 +15,7 @@ ARM64_ENV := CGO_ENABLED=0 GOOS=linux GOARCH=arm64
 .NOTPARALLEL:
 
 .PHONY: all build arm64 run test deps fmt vet test-host test-arm64 bench clean
+.PHONY: bench-load
 
 all: build
 
@@ -86,3 +87,7 @@ bench:
 
 clean:
 	rm -rf bin
+
+## bench-load: SIPp load through a live sbcd on loopback (bench/load.sh; ~13 min per run, RUNS=3 for medians)
+bench-load: build
+	bash bench/load.sh
