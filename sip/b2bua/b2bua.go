@@ -227,6 +227,9 @@ type B2BUA struct {
 	rndState *rand.PCG
 }
 
+// udpBuffer is the socket buffer size sbcd asks for on each UDP listener.
+const udpBuffer = 4 << 20
+
 // ErrOptions is wrapped by New for invalid Options.
 var ErrOptions = errors.New("b2bua: invalid options")
 
@@ -326,6 +329,18 @@ func (b *B2BUA) bind() error {
 			c, err := net.ListenPacket("udp", l.Addr)
 			if err != nil {
 				return fmt.Errorf("b2bua: listen udp %s: %w", l.Addr, err)
+			}
+			// One socket carries every call's datagrams: the kernel's
+			// default buffer (about 208 KB) overflows in bursts from a few
+			// thousand calls/s and the drops come back as retransmissions.
+			// The kernel caps the request at net.core.rmem_max/wmem_max.
+			if uc, ok := c.(*net.UDPConn); ok {
+				if err := uc.SetReadBuffer(udpBuffer); err != nil {
+					b.log.Warn("cannot enlarge the UDP receive buffer", "addr", l.Addr, "err", err)
+				}
+				if err := uc.SetWriteBuffer(udpBuffer); err != nil {
+					b.log.Warn("cannot enlarge the UDP send buffer", "addr", l.Addr, "err", err)
+				}
 			}
 			b.udp = append(b.udp, c)
 			if _, ok := b.via["UDP"]; !ok {
