@@ -298,6 +298,27 @@ func TestCalleeHangsUp(t *testing.T) {
 	}
 }
 
+// TestRemoteTargetRefresh: a refresh that carries a new Contact moves the
+// leg's remote target (RFC 3261 §12.2.2; sipgo does not store it): sbcd's
+// next request on that leg goes to the new URI.
+func TestRemoteTargetRefresh(t *testing.T) {
+	e := newEnv(t, behavior{allowUpdate: true}, nil)
+	ctx := testCtx(t)
+	a, b, _, _ := e.call(ctx)
+	moved := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "moved",
+		Host: e.caller.addr.Addr().String(), Port: int(e.caller.addr.Port())}}
+	if r := e.caller.request(ctx, a, sip.UPDATE, "", moved); r.StatusCode != 200 {
+		t.Fatalf("UPDATE answered %d", r.StatusCode)
+	}
+	if r := e.callee.request(ctx, b, sip.BYE, ""); r.StatusCode != 200 {
+		t.Fatalf("BYE answered %d", r.StatusCode)
+	}
+	if bye := e.caller.expect(ctx, sip.BYE); bye.Recipient.User != "moved" {
+		t.Errorf("BYE to the caller went to %s, want the refreshed target sip:moved@...", bye.Recipient.String())
+	}
+	e.cdr.next(ctx, t)
+}
+
 func TestRejectedCall(t *testing.T) {
 	e := newEnv(t, behavior{inviteCode: 486}, nil)
 	ctx := testCtx(t)

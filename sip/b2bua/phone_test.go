@@ -256,7 +256,15 @@ func (p *phone) build(c *ucall, method sip.RequestMethod, seq uint32, body strin
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
-	req.AppendHeader(p.contact())
+	own := true // the phone's Contact, unless the test passes another
+	for _, h := range hdrs {
+		if strings.EqualFold(h.Name(), "Contact") {
+			own = false
+		}
+	}
+	if own {
+		req.AppendHeader(p.contact())
+	}
 	for _, h := range hdrs {
 		req.AppendHeader(h)
 	}
