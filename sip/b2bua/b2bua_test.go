@@ -59,6 +59,19 @@ func (m *memCDR) next(ctx context.Context, t *testing.T) cdr.Record {
 	}
 }
 
+// callerHangsUp ends call a with a BYE from the caller and checks that the
+// callee gets the BYE and the CDR says caller_bye.
+func (e *env) callerHangsUp(ctx context.Context, t *testing.T, a *ucall) {
+	t.Helper()
+	if r := e.caller.request(ctx, a, sip.BYE, ""); r.StatusCode != 200 {
+		t.Fatalf("BYE answered %d", r.StatusCode)
+	}
+	e.callee.expect(ctx, sip.BYE)
+	if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonCallerBye {
+		t.Errorf("cdr %+v", rec)
+	}
+}
+
 // fakeClock is the shards' clock in tests that drive virtual time.
 type fakeClock struct {
 	mu  sync.Mutex
@@ -444,13 +457,7 @@ func TestTableFull(t *testing.T) {
 		t.Errorf("refusal cdr %+v", rec)
 	}
 	// The call in the table is not affected.
-	if r := e.caller.request(ctx, a, sip.BYE, ""); r.StatusCode != 200 {
-		t.Fatalf("BYE answered %d", r.StatusCode)
-	}
-	e.callee.expect(ctx, sip.BYE)
-	if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonCallerBye {
-		t.Errorf("cdr %+v", rec)
-	}
+	e.callerHangsUp(ctx, t, a)
 }
 
 func TestUnknownSourceForbidden(t *testing.T) {
@@ -676,13 +683,7 @@ func TestReinviteRefusedByOtherSide(t *testing.T) {
 		t.Fatalf("re-INVITE answered %d, want the callee's 488", res.StatusCode)
 	}
 	// RFC 5057 §5.1: a 488 affects only the transaction; the call goes on.
-	if r := e.caller.request(ctx, a, sip.BYE, ""); r.StatusCode != 200 {
-		t.Fatalf("BYE answered %d", r.StatusCode)
-	}
-	e.callee.expect(ctx, sip.BYE)
-	if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonCallerBye {
-		t.Errorf("cdr %+v", rec)
-	}
+	e.callerHangsUp(ctx, t, a)
 }
 
 func TestAckOnInviteBranch(t *testing.T) {
