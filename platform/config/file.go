@@ -69,10 +69,19 @@ func Save(path string, data []byte) error {
 // exactly (the umask does not apply). On failure the temporary file is
 // removed; if only the final directory fsync fails, the new file is in
 // place but its rename may not survive a power cut, and the error says so.
+//
+// A temporary file left by a write that a crash interrupted is removed by
+// the next write of the same path, so callers must not write one path
+// from two places at once (sbcd serialises its saves).
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
+	}
+	if stale, _ := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".tmp-*")); len(stale) > 0 {
+		for _, s := range stale {
+			_ = os.Remove(s) // best effort: a leftover only costs space
+		}
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
@@ -105,6 +114,19 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		return fmt.Errorf("write %s: the new file is in place, but fsync of %s failed: %w", path, dir, derr)
 	}
 	return nil
+}
+
+// globEscape escapes the pattern characters of filepath.Match in s.
+func globEscape(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 func syncDir(dir string) error {
