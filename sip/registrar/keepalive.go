@@ -1,0 +1,331 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sbcd/timers/keepalive"
+)
+
+// The keep-alive engine. Every SendInterval Run calls tick, which advances
+// the pacer of the binding table under the lock, turns its Ping events into
+// (flow, destination, payload) triples and sends them through the Sender
+// after releasing the lock. In message and crlf mode the payloads are shared
+// per parameter set, so the registrar's per-ping work allocates nothing.
+//
+// In options mode every ping is one OPTIONS request (RFC 3261 §11) in one
+// datagram, sent once: there are no retransmissions (Timer E) and no client
+// transaction. The pacer counts a ping unanswered when the binding's next
+// ping is due; MaxFailures such periods in a row evict the binding. The
+// answer is recognised by its Via branch, which carries the binding's
+// keepalive.ID and a random tag (KeepaliveAnswer).
+
+// branchMarker follows the RFC 3261 magic cookie in the branch of OPTIONS
+// pings: z9hG4bK + marker + 16 hex digits of the binding ID + 16 hex digits
+// of a random tag.
+const (
+	branchMarker = "z9hG4bKsbcdka"
+	branchLen    = len(branchMarker) + 32
+)
+
+// pingRing is the number of one-second buckets kept for PingsPerSecond.
+const pingRing = 8
+
+type secondCount struct {
+	sec int64
+	n   uint64
+}
+
+// crlfPing is the double-CRLF keep-alive (RFC 5626 §4.4.1). Senders must
+// not modify payloads.
+var crlfPing = []byte("\r\n\r\n")
+
+// kaState is what the keep-alive payloads depend on, per parameter set.
+type kaState struct {
+	mode    keepalive.Mode
+	message []byte // Params.Message, allocated once per SetKeepalive
+}
+
+// pending is one keep-alive to send once the lock is released.
+type pending struct {
+	flow    Flow
+	dst     netip.AddrPort
+	payload []byte
+}
+
+func (r *Registrar) setKA(p keepalive.Params) {
+	r.ka = kaState{mode: p.Mode, message: []byte(p.Message)}
+	r.interval.Store(int64(p.SendInterval))
+	r.optionsMode.Store(p.Mode == keepalive.ModeOptions)
+}
+
+// SetKeepalive changes [nat_keepalive] live (keepalive.Table.SetParams),
+// effective from the next tick; Run picks up a new send interval after its
+// next tick. Invalid parameters change nothing and return the error.
+func (r *Registrar) SetKeepalive(p keepalive.Params) error {
+	now := r.mono(r.now())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.tab.SetParams(p, now); err != nil {
+		return fmt.Errorf("registrar: set keep-alive: %w", err)
+	}
+	r.setKA(p)
+	return nil
+}
+
+// Run drives the pacer every SendInterval until ctx is done and sends the
+// keep-alives through s. It returns nil when ctx is done, an error when s
+// is nil or Run is already running.
+func (r *Registrar) Run(ctx context.Context, s Sender) error {
+	if s == nil {
+		return errors.New("registrar: run: nil sender")
+	}
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("registrar: run: already running")
+	}
+	defer r.running.Store(false)
+	iv := time.Duration(r.interval.Load())
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			r.tick(r.now(), s)
+			if n := time.Duration(r.interval.Load()); n != iv {
+				iv = n
+				t.Reset(iv)
+			}
+		}
+	}
+}
+
+// tick advances the pacer to now, cleans up after expired and evicted
+// bindings and sends the due keep-alives through s, outside the lock.
+func (r *Registrar) tick(now time.Time, s Sender) {
+	r.tickMu.Lock()
+	defer r.tickMu.Unlock()
+	var (
+		sentBy  bool
+		udpHost string
+		udpPort int
+		tcpHost string
+		tcpPort int
+	)
+	if r.optionsMode.Load() {
+		// Asked outside the lock: the Sender is the B2BUA, which may call
+		// the registrar while holding its own locks.
+		udpHost, udpPort = s.SentBy("UDP")
+		tcpHost, tcpPort = s.SentBy("TCP")
+		sentBy = true
+	}
+	mnow := r.mono(now)
+	r.mu.Lock()
+	r.events = r.tab.Advance(mnow, r.events[:0])
+	r.pending = r.pending[:0]
+	r.optBuf = r.optBuf[:0]
+	var pings uint64
+	for _, ev := range r.events {
+		i := uint32(ev.ID.Index())
+		rc := &r.rec[i]
+		switch ev.Kind {
+		case keepalive.Ping:
+			pings++
+			var payload []byte
+			switch r.ka.mode {
+			case keepalive.ModeMessage:
+				if rc.flow.Network == "UDP" {
+					payload = r.ka.message
+				} else {
+					payload = crlfPing // a bare message would break stream framing
+				}
+			case keepalive.ModeCRLF:
+				payload = crlfPing
+			case keepalive.ModeOptions:
+				if !sentBy { // the mode changed during this tick
+					continue
+				}
+				host, port := udpHost, udpPort
+				if rc.flow.Network != "UDP" {
+					host, port = tcpHost, tcpPort
+				}
+				rc.pingTag = r.rand()
+				start := len(r.optBuf)
+				r.optBuf = r.appendOptions(r.optBuf, rc, ev.ID, host, port)
+				payload = r.optBuf[start:len(r.optBuf):len(r.optBuf)]
+			}
+			r.pending = append(r.pending, pending{flow: rc.flow, dst: ev.Source, payload: payload})
+		case keepalive.Expired:
+			r.log.Debug("registrar: binding expired", "aor", rc.aor, "contact", rc.contact, "source", ev.Source)
+			r.forget(i)
+		case keepalive.Evicted:
+			r.log.Info("registrar: binding evicted: keep-alive OPTIONS unanswered",
+				"aor", rc.aor, "contact", rc.contact, "source", ev.Source, "max_failures", r.tab.Params().MaxFailures)
+			r.forget(i)
+		}
+	}
+	if pings > 0 {
+		sec := mnow / int64(time.Second)
+		c := &r.ring[uint64(sec)%pingRing]
+		if c.sec != sec {
+			*c = secondCount{sec: sec}
+		}
+		c.n += pings
+	}
+	r.mu.Unlock()
+	for i := range r.pending {
+		p := &r.pending[i]
+		if err := s.SendKeepalive(p.flow, p.dst, p.payload); err != nil {
+			r.sendErrors.Add(1)
+			r.log.Debug("registrar: keep-alive not sent", "dst", p.dst, "network", p.flow.Network, "err", err)
+		}
+	}
+}
+
+// appendOptions appends an OPTIONS ping (RFC 3261 §11) for rc to b.
+func (r *Registrar) appendOptions(b []byte, rc *record, id keepalive.ID, host string, port int) []byte {
+	hostport := func(b []byte) []byte {
+		if strings.IndexByte(host, ':') >= 0 && !strings.HasPrefix(host, "[") {
+			b = append(b, '[')
+			b = append(b, host...)
+			b = append(b, ']')
+		} else {
+			b = append(b, host...)
+		}
+		if port > 0 {
+			b = append(b, ':')
+			b = appendInt(b, uint64(port))
+		}
+		return b
+	}
+	b = append(b, "OPTIONS "...)
+	b = append(b, rc.contact...)
+	b = append(b, " SIP/2.0\r\nVia: SIP/2.0/"...)
+	b = append(b, rc.flow.Network...)
+	b = append(b, ' ')
+	b = hostport(b)
+	b = append(b, ";branch="...)
+	b = append(b, branchMarker...)
+	b = appendHex(b, uint64(id))
+	b = appendHex(b, rc.pingTag)
+	b = append(b, ";rport\r\nMax-Forwards: 70\r\nFrom: <sip:sbcd@"...)
+	b = hostport(b)
+	b = append(b, ">;tag="...)
+	b = appendHex(b, r.rand())
+	b = append(b, "\r\nTo: <"...)
+	b = append(b, rc.toURI...)
+	b = append(b, ">\r\nCall-ID: "...)
+	b = appendHex(b, r.rand())
+	b = appendHex(b, r.rand())
+	b = append(b, "@sbcd\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"...)
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendHex appends v as 16 lower-case hex digits.
+func appendHex(b []byte, v uint64) []byte {
+	for s := 60; s >= 0; s -= 4 {
+		b = append(b, hexDigits[v>>uint(s)&0xf])
+	}
+	return b
+}
+
+func appendInt(b []byte, v uint64) []byte {
+	var d [20]byte
+	i := len(d)
+	for {
+		i--
+		d[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, d[i:]...)
+}
+
+// parseHex16 parses 16 hex digits.
+func parseHex16(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < 16; i++ {
+		c := s[i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(d)
+	}
+	return v, true
+}
+
+// decodeBranch extracts the binding ID and tag of an OPTIONS ping branch.
+func decodeBranch(branch string) (keepalive.ID, uint64, bool) {
+	if len(branch) != branchLen || !strings.HasPrefix(branch, branchMarker) {
+		return 0, 0, false
+	}
+	id, ok := parseHex16(branch[len(branchMarker) : len(branchMarker)+16])
+	if !ok {
+		return 0, 0, false
+	}
+	tag, ok := parseHex16(branch[len(branchMarker)+16:])
+	if !ok {
+		return 0, 0, false
+	}
+	return keepalive.ID(id), tag, true
+}
+
+// KeepaliveAnswer takes a response that matched no client transaction and
+// reports whether it answers one of sbcd's OPTIONS pings (its top Via
+// branch carries the ping marker and its CSeq method is OPTIONS). Any final
+// response, even 404, 405 or 481, proves the device alive: the binding's
+// failure count is reset (keepalive.Table.Answered). A provisional
+// response, the answer to an older ping or for a binding that is gone is
+// consumed (true) and changes nothing.
+func (r *Registrar) KeepaliveAnswer(res *sip.Response) bool {
+	if res == nil {
+		return false
+	}
+	via := res.Via()
+	if via == nil {
+		return false
+	}
+	branch, ok := via.Params.Get("branch")
+	if !ok {
+		return false
+	}
+	id, tag, ok := decodeBranch(branch)
+	if !ok {
+		return false
+	}
+	if cs := res.CSeq(); cs == nil || cs.MethodName != sip.OPTIONS {
+		return false
+	}
+	if res.StatusCode < 200 {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := id.Index()
+	if i < len(r.rec) && r.rec[i].id == id && r.rec[i].pingTag == tag {
+		r.tab.Answered(id)
+	}
+	return true
+}

@@ -1,0 +1,483 @@
+// Package registrar is the site's SIP registrar and its NAT keep-alive
+// engine.
+//
+// It exists because the phones of a site usually sit behind NAT: a phone
+// registers from a private address, and an incoming call sent to the private
+// Contact it announced goes nowhere. The registrar therefore records where
+// each REGISTER really came from (RFC 3581: the packet's source address and
+// port, echoed in the Via as received/rport) and routes calls for the user to
+// that NAT binding, through the socket the REGISTER came in on. To keep the
+// NAT mapping open while the phone is registered, and to notice a phone that
+// has gone away, it sends keep-alives paced by timers/keepalive (DESIGN.md
+// §3): a bare UDP message (VOS3000 style), a CRLF ping (RFC 5626 §4.4.1) or
+// a SIP OPTIONS request whose unanswered pings evict the binding.
+//
+// REGISTER processing follows RFC 3261 §10.3 step by step, including
+// optional digest authentication (RFC 3261 §22, RFC 2617 with MD5 and
+// qop=auth) with stateless nonces and a per-source limit on failed attempts.
+// A request is validated completely before anything changes: a REGISTER is
+// all-or-nothing.
+//
+// The binding table is the fixed-capacity keepalive.Table, allocated once by
+// New together with every per-binding record; a full table answers 503 while
+// existing bindings keep working. The B2BUA owns the sockets and the sipgo
+// transport and transaction layers and calls this package's API; the
+// registrar itself does no network I/O except through Sender.
+package registrar
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sbcd/timers/keepalive"
+)
+
+// Protocol constants.
+const (
+	// DefaultExpires is the expiry of a contact that carries neither an
+	// expires parameter nor an Expires header (RFC 3261 §10.3 step 6: "a
+	// locally-configured default value"; 3600 s is the value RFC 3261
+	// §10.2.1.1 recommends).
+	DefaultExpires = 3600 * time.Second
+	// DefaultRealm is the digest realm when Options.Realm is empty.
+	DefaultRealm = "sbcd"
+	// RetryAfterFull is the Retry-After of a 503 sent because the binding
+	// table is full (RFC 3261 §21.5.4, §20.33), in seconds.
+	RetryAfterFull = 60
+	// MaxKeyLen is the longest address-of-record plus contact URI the
+	// binding table stores: at most MaxKeyLen/2 bytes each; a longer user
+	// or contact is refused with 400. The table keeps MaxKeyLen bytes of
+	// key per binding (25.6 MB for 100,000 bindings), the AOR index half.
+	MaxKeyLen = 256
+	// maxExpiresSeconds is the largest expiry value parsed (RFC 3261 §20.19:
+	// 2^32-1; larger values are treated as this).
+	maxExpiresSeconds = math.MaxUint32
+)
+
+// ErrOptions is wrapped by every error New returns for invalid Options.
+var ErrOptions = errors.New("registrar: invalid options")
+
+// Options configure a Registrar. cmd/sbcd maps [registrar] and
+// [nat_keepalive] onto it.
+type Options struct {
+	// MaxBindings is the capacity of the binding table
+	// (registrar.max_bindings), allocated by New.
+	MaxBindings int
+	// MinExpires is registrar.min_expires: a contact asking for a shorter
+	// (non-zero) expiry gets 423 Interval Too Brief with Min-Expires.
+	MinExpires time.Duration
+	// MaxExpires is registrar.max_expires: longer expiries are shortened.
+	MaxExpires time.Duration
+	// Auth requires digest authentication (registrar.auth).
+	Auth bool
+	// Users are the [[registrar.user]] entries, name -> password. When not
+	// empty only these users may register (404 otherwise), also without
+	// Auth. Empty with Auth false: anyone may register.
+	Users map[string]string
+	// Realm is the digest realm; DefaultRealm when empty.
+	Realm string
+	// Keepalive are the [nat_keepalive] parameters.
+	Keepalive keepalive.Params
+	// Logger receives the registrar's logs; slog.Default() when nil.
+	Logger *slog.Logger
+
+	now  func() time.Time // the clock; time.Now when nil (tests: virtual time)
+	rand func() uint64    // randomness for the nonce key, branches, tags, Call-IDs; safe for concurrent use; tests inject
+}
+
+// Flow names the socket a binding's traffic uses.
+type Flow struct {
+	Network string // "UDP" or "TCP"
+	Socket  int    // index of the listening socket the REGISTER came in on (meaningful for UDP)
+}
+
+// Sender is implemented by the B2BUA: it owns the SIP sockets.
+type Sender interface {
+	// SendKeepalive writes payload to dst from the SIP listening socket of
+	// f (UDP), or on the TCP connection held with dst (TCP). It must not
+	// block for long and must not keep payload after it returns (the
+	// registrar reuses the buffer).
+	SendKeepalive(f Flow, dst netip.AddrPort, payload []byte) error
+	// SentBy is the host and port sbcd names itself by on network ("UDP"
+	// or "TCP"), for the Via and From of OPTIONS pings.
+	SentBy(network string) (host string, port int)
+}
+
+// Contact is where a call for a registered user goes.
+type Contact struct {
+	// URI is the Request-URI of a call to the binding: the registered
+	// Contact URI without its header components, which a Request-URI must
+	// not carry and sbcd never applies (RFC 3261 §19.1.1, §19.1.5; RFC
+	// 4475 §3.3.14).
+	URI    string
+	Source netip.AddrPort // the binding: where the REGISTER came from (RFC 3581)
+	Flow   Flow
+	NATed  bool
+}
+
+// Binding is one registration, for `show registrations`.
+type Binding struct {
+	AOR        string // user part of the To URI
+	Contact    string // registered Contact URI
+	Source     netip.AddrPort
+	Network    string
+	Socket     int
+	NATed      bool
+	Expires    time.Time // deadline of the registration
+	Remaining  time.Duration
+	Q          float64
+	Registered time.Time // last REGISTER that refreshed it
+}
+
+// Stats is a snapshot for the console and the LEDs.
+type Stats struct {
+	Capacity       int     // binding table capacity
+	Bindings       int     // bindings in the table
+	NATed          int     // of which NATed
+	PingsSent      uint64  // keep-alives sent, cumulative
+	PingsPerSecond float64 // keep-alives sent in the last complete second
+	SendErrors     uint64  // keep-alives the Sender failed to send
+	Evictions      uint64  // bindings evicted for unanswered OPTIONS pings
+	Expirations    uint64  // bindings removed because their registration expired
+	AuthFailures   uint64  // failed digest attempts (403)
+	Blocked        uint64  // REGISTERs refused by the failed-attempt rate limit
+	Full           uint64  // REGISTERs answered 503 because the table was full
+}
+
+const none = ^uint32(0)
+
+// record is the registrar's side data of one binding, indexed by
+// keepalive.ID.Index().
+type record struct {
+	id         keepalive.ID // 0: slot unused
+	aor        string
+	contact    string
+	toURI      string // the To URI of the REGISTER, the To of OPTIONS pings
+	callID     string
+	cseq       uint32
+	q          uint16 // thousandths
+	registered int64  // monotonic ns of the last REGISTER
+	flow       Flow
+	source     netip.AddrPort
+	pingTag    uint64 // random part of the last OPTIONS branch
+	next, prev uint32 // the AOR's list of bindings
+}
+
+// Registrar is the registrar and keep-alive engine. Its methods are safe
+// for concurrent use.
+type Registrar struct {
+	log        *slog.Logger
+	now        func() time.Time
+	rand       func() uint64
+	epoch      time.Time // monotonic 0 of the table
+	pol        atomic.Pointer[policy]
+	nonceKey   [32]byte
+
+	limiter limiter
+
+	mu    sync.Mutex
+	tab   *keepalive.Table
+	rec   []record
+	aors  map[string]uint32 // aor -> first record of its list; bounded by the table (every key has a binding)
+	bySrc map[netip.AddrPort]int
+	byIP  map[netip.Addr]int
+	ka    kaState // keep-alive payload cache, per params
+	ring  [pingRing]secondCount
+	// counters under mu
+	expired uint64 // expirations found by Register before the pacer
+
+	// tick scratch, owned by the tick caller (Run); tickMu serialises
+	// direct callers.
+	tickMu  sync.Mutex
+	events  []keepalive.Event
+	pending []pending
+	optBuf  []byte
+
+	running      atomic.Bool
+	interval     atomic.Int64
+	optionsMode  atomic.Bool
+	sendErrors   atomic.Uint64
+	authFailures atomic.Uint64
+	blocked      atomic.Uint64
+	full         atomic.Uint64
+	panics       atomic.Uint64 // recovered in Register; the fuzz test wants 0
+}
+
+// New validates o (errors wrap ErrOptions) and allocates the binding table,
+// the per-binding records and the indexes.
+func New(o Options) (*Registrar, error) {
+	var errs []error
+	if o.MaxBindings < 1 || o.MaxBindings >= 1<<30 {
+		errs = append(errs, fmt.Errorf("%w: registrar.max_bindings %d out of range (1..%d)", ErrOptions, o.MaxBindings, 1<<30-1))
+	}
+	pol, err := newPolicy(o)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Keepalive.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrOptions, err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	r := &Registrar{
+		log:  o.Logger,
+		now:  o.now,
+		rand: o.rand,
+	}
+	r.pol.Store(pol)
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.rand == nil {
+		r.rand = rand.Uint64
+		if err := cryptoKey(r.nonceKey[:]); err != nil {
+			return nil, fmt.Errorf("registrar: nonce key: %w", err)
+		}
+	} else {
+		for i := 0; i < len(r.nonceKey); i += 8 {
+			v := r.rand()
+			for j := range 8 {
+				r.nonceKey[i+j] = byte(v >> (8 * j))
+			}
+		}
+	}
+	r.epoch = r.now()
+	tab, err := keepalive.New(o.MaxBindings, MaxKeyLen, o.Keepalive, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	r.tab = tab
+	r.aors = make(map[string]uint32, min(o.MaxBindings, 4096))
+	r.rec = make([]record, o.MaxBindings)
+	r.bySrc = make(map[netip.AddrPort]int, min(o.MaxBindings, 4096))
+	r.byIP = make(map[netip.Addr]int, min(o.MaxBindings, 4096))
+	r.limiter.init()
+	r.setKA(o.Keepalive)
+	r.events = make([]keepalive.Event, 0, o.Keepalive.SendOneTime)
+	r.pending = make([]pending, 0, o.Keepalive.SendOneTime)
+	return r, nil
+}
+
+// mono is t on the table's monotonic nanosecond clock.
+func (r *Registrar) mono(t time.Time) int64 { return int64(t.Sub(r.epoch)) }
+
+// Locate returns the contact a call for user goes to: the unexpired binding
+// with the highest q, then the most recently registered.
+func (r *Registrar) Locate(user string) (Contact, bool) {
+	now := r.mono(r.now())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	head, ok := r.aors[user]
+	if !ok {
+		return Contact{}, false
+	}
+	best := none
+	for i := head; i != none; i = r.rec[i].next {
+		rc := &r.rec[i]
+		b, ok := r.tab.Get(rc.id)
+		if !ok || now >= b.Expires {
+			continue
+		}
+		if best == none || rc.q > r.rec[best].q || (rc.q == r.rec[best].q && rc.registered > r.rec[best].registered) {
+			best = i
+		}
+	}
+	if best == none {
+		return Contact{}, false
+	}
+	rc := &r.rec[best]
+	b, _ := r.tab.Get(rc.id)
+	return Contact{URI: withoutHeaders(rc.contact), Source: b.Source, Flow: rc.flow, NATed: b.NATed}, true
+}
+
+// withoutHeaders cuts the header component ("?Route=...") off a SIP URI.
+// A '?' can occur unescaped in the user part (RFC 3261 §25.1,
+// user-unreserved) but not after the '@': host, port and parameters
+// never contain one.
+func withoutHeaders(uri string) string {
+	at := strings.LastIndexByte(uri, '@')
+	if i := strings.IndexByte(uri[at+1:], '?'); i >= 0 {
+		return uri[:at+1+i]
+	}
+	return uri
+}
+
+// Registered reports whether src is the source of a live binding. For UDP
+// the address and port must match; for "TCP" (and any other stream
+// network) the IP alone decides, since a TCP client's source port changes
+// with every connection. A binding that expired less than one keep-alive
+// period ago may still count (the pacer removes it when its slot comes
+// round).
+func (r *Registrar) Registered(src netip.AddrPort, network string) bool {
+	src = normAddrPort(src)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if strings.EqualFold(network, "UDP") {
+		return r.bySrc[src] > 0
+	}
+	return r.byIP[src.Addr()] > 0
+}
+
+// Stats returns the counters.
+func (r *Registrar) Stats() Stats {
+	sec := r.mono(r.now())/int64(time.Second) - 1
+	r.mu.Lock()
+	ts := r.tab.Stats()
+	var pps float64
+	if c := r.ring[uint64(sec)%pingRing]; sec >= 0 && c.sec == sec {
+		pps = float64(c.n)
+	}
+	s := Stats{
+		Capacity:       r.tab.Cap(),
+		Bindings:       ts.Bindings,
+		NATed:          ts.NATed,
+		PingsSent:      ts.PingsSent,
+		PingsPerSecond: pps,
+		Evictions:      ts.Evictions,
+		Expirations:    ts.Expirations + r.expired,
+	}
+	r.mu.Unlock()
+	s.SendErrors = r.sendErrors.Load()
+	s.AuthFailures = r.authFailures.Load()
+	s.Blocked = r.blocked.Load()
+	s.Full = r.full.Load()
+	return s
+}
+
+// Bindings returns a snapshot of every unexpired binding, sorted by AOR
+// then contact.
+func (r *Registrar) Bindings() []Binding {
+	nowT := r.now()
+	now := r.mono(nowT)
+	r.mu.Lock()
+	out := make([]Binding, 0, r.tab.Len())
+	for i := range r.rec {
+		rc := &r.rec[i]
+		if rc.id == 0 {
+			continue
+		}
+		b, ok := r.tab.Get(rc.id)
+		if !ok || now >= b.Expires {
+			continue
+		}
+		out = append(out, Binding{
+			AOR:        rc.aor,
+			Contact:    rc.contact,
+			Source:     b.Source,
+			Network:    rc.flow.Network,
+			Socket:     rc.flow.Socket,
+			NATed:      b.NATed,
+			Expires:    r.epoch.Add(time.Duration(b.Expires)),
+			Remaining:  time.Duration(b.Expires - now),
+			Q:          float64(rc.q) / 1000,
+			Registered: r.epoch.Add(time.Duration(rc.registered)),
+		})
+	}
+	r.mu.Unlock()
+	sortBindings(out)
+	return out
+}
+
+func sortBindings(b []Binding) {
+	slices.SortFunc(b, func(x, y Binding) int {
+		if c := strings.Compare(x.AOR, y.AOR); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Contact, y.Contact)
+	})
+}
+
+// link adds record i at the head of aor's list.
+func (r *Registrar) link(i uint32, aor string) {
+	rc := &r.rec[i]
+	rc.prev = none
+	if head, ok := r.aors[aor]; ok {
+		rc.next = head
+		r.rec[head].prev = i
+	} else {
+		rc.next = none
+	}
+	r.aors[aor] = i
+}
+
+// unlink takes record i out of its AOR's list.
+func (r *Registrar) unlink(i uint32) {
+	rc := &r.rec[i]
+	if rc.next != none {
+		r.rec[rc.next].prev = rc.prev
+	}
+	switch {
+	case rc.prev != none:
+		r.rec[rc.prev].next = rc.next
+	case rc.next != none:
+		r.aors[rc.aor] = rc.next
+	default:
+		delete(r.aors, rc.aor)
+	}
+}
+
+// forget clears the side data of slot i after its binding left the table
+// (removed by Register, expired or evicted by the pacer).
+func (r *Registrar) forget(i uint32) {
+	rc := &r.rec[i]
+	if rc.id == 0 {
+		return
+	}
+	r.unlink(i)
+	r.dropSource(rc.source)
+	*rc = record{}
+}
+
+func (r *Registrar) addSource(s netip.AddrPort) {
+	r.bySrc[s]++
+	r.byIP[s.Addr()]++
+}
+
+func (r *Registrar) dropSource(s netip.AddrPort) {
+	if n := r.bySrc[s]; n <= 1 {
+		delete(r.bySrc, s)
+	} else {
+		r.bySrc[s] = n - 1
+	}
+	if n := r.byIP[s.Addr()]; n <= 1 {
+		delete(r.byIP, s.Addr())
+	} else {
+		r.byIP[s.Addr()] = n - 1
+	}
+}
+
+// normAddrPort strips the IPv4-mapped prefix and the zone: the key under
+// which a source is recorded.
+func normAddrPort(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())
+}
+
+// normFlow spells the network in upper case ("UDP", "TCP").
+func normFlow(f Flow) Flow {
+	switch {
+	case strings.EqualFold(f.Network, "UDP"):
+		f.Network = "UDP"
+	case strings.EqualFold(f.Network, "TCP"):
+		f.Network = "TCP"
+	default:
+		f.Network = strings.ToUpper(f.Network)
+	}
+	return f
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
