@@ -40,11 +40,11 @@
 //   - Method inspection (§8.2.1): outside a dialog, an unknown method gets
 //     501 (an escaped method such as RE%47IST%45R is just unknown); a known
 //     one sbcd does not handle there (REGISTER, MESSAGE, INFO, NOTIFY,
-//     SUBSCRIBE, REFER, PRACK, PUBLISH) gets 405 with Allow. REGISTER gets
-//     405 until sbcd has a registrar: sbcd understands it but takes no
-//     bindings (§21.4.6), rather than 403 (a policy refusal that would
-//     blame the device) or 501 (REGISTER is not unknown). Then the CSeq
-//     method must match the request's (§8.1.1.5), else 400. Inside a
+//     SUBSCRIBE, REFER, PRACK, PUBLISH) gets 405 with Allow. REGISTER goes
+//     to Options.Registrar after the CSeq and header checks (the registrar
+//     authenticates it itself, RFC 3261 §10.3); without a registrar it gets
+//     405: sbcd understands it but takes no bindings (§21.4.6). Then the
+//     CSeq method must match the request's (§8.1.1.5), else 400. Inside a
 //     dialog, methods sbcd does not handle are relayed to the other leg.
 //   - Header inspection (§8.2.2): a Request-URI scheme other than sip or
 //     sips gets 416 (tel URIs are not translated); Require option tags
@@ -67,10 +67,14 @@
 // retransmitted 2xx to a B-leg INVITE is ACKed again, everything else
 // (RFC 4475 bcast, unreason, ...) is dropped.
 //
-// Routing (DESIGN.md §5): an INVITE from a device's address goes to
-// Upstream; an INVITE from Upstream goes to the device named by the
-// Request-URI user (404 when there is none); any other source gets 403.
+// Routing (DESIGN.md §5): an INVITE from a device's address or from the
+// source of a registration goes to Upstream; an INVITE from Upstream goes
+// to the [[device]] named by the Request-URI user, else to the user's
+// registration: to its NAT binding (the source of the REGISTER, through
+// the socket it came in on), with the registered Contact as Request-URI
+// (DESIGN.md §3); 404 when there is neither. Any other source gets 403.
 // Over TCP the source port is ephemeral, so the IP address alone decides.
+// Upstream and devices can change live (SetRouting).
 // sbcd names its shard in the first two hex digits of every tag and B-leg
 // Call-ID it makes, so an in-dialog request finds its shard from its To tag
 // without a shared map.
@@ -128,6 +132,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sbcd/sip/cdr"
+	"sbcd/sip/registrar"
 	"sbcd/timers/session"
 )
 
@@ -167,6 +172,13 @@ type Options struct {
 	// Trace logs every SIP message sent and received at debug level with
 	// a "trace" attribute ([trace] enabled).
 	Trace bool
+	// Registrar is the site's registrar and NAT keep-alive engine
+	// (sip/registrar, DESIGN.md §3): REGISTERs go to it, a call from the
+	// upstream to a registered user goes to the user's binding, a call from
+	// a binding's source goes upstream, and the answers to its OPTIONS
+	// pings come back through it. nil: REGISTER gets 405 and only
+	// [[device]] entries place calls.
+	Registrar Registrar
 	// TCPIdleTimeout closes a TCP connection that received nothing for
 	// this long, also one left with half a message (RFC 3261 §18.3: the
 	// rest never comes); 0 keeps connections until the peer closes them.
@@ -177,6 +189,21 @@ type Options struct {
 	// now and rand are injectable for tests.
 	now  func() time.Time
 	rand func() uint32
+}
+
+// Registrar is what the B2BUA needs of the registrar
+// (*registrar.Registrar); cmd/sbcd runs the registrar's pacer with the
+// B2BUA as its registrar.Sender, so keep-alives leave from the SIP sockets.
+type Registrar interface {
+	// Register answers a REGISTER received from src over f.
+	Register(req *sip.Request, src netip.AddrPort, f registrar.Flow) *sip.Response
+	// Locate returns the binding a call for user goes to.
+	Locate(user string) (registrar.Contact, bool)
+	// Registered reports whether src is the source of a live binding.
+	Registered(src netip.AddrPort, network string) bool
+	// KeepaliveAnswer takes a response that matched no transaction and
+	// reports whether it answered a keep-alive OPTIONS.
+	KeepaliveAnswer(res *sip.Response) bool
 }
 
 // CDRSink stores call detail records (DESIGN.md §4). Append must not block
@@ -204,19 +231,23 @@ type Stats struct {
 
 // B2BUA is the call engine. Create it with New, run it with Serve.
 type B2BUA struct {
-	o        Options
-	log      *slog.Logger
-	tp       *sip.TransportLayer
-	tl       *sip.TransactionLayer
-	shards   []*shard
-	upstream netip.AddrPort
-	devices  map[netip.AddrPort]string
-	start    time.Time
+	o      Options
+	log    *slog.Logger
+	tp     *sip.TransportLayer
+	tl     *sip.TransactionLayer
+	shards []*shard
+	routes atomic.Pointer[routing] // SetRouting
+	start  time.Time
 
 	udp []net.PacketConn
 	tcp []net.Listener
 	// via is the sent-by of each network ("UDP", "TCP").
 	via map[string]netip.AddrPort
+
+	// params are the session-timer parameters for new calls and the next
+	// refresh (SetParams); trace is Options.Trace, changeable live.
+	params atomic.Pointer[session.Params]
+	trace  atomic.Bool
 
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
@@ -251,7 +282,7 @@ func New(o Options) (*B2BUA, error) {
 	if len(o.Listen) == 0 {
 		return nil, fmt.Errorf("%w: no listen address", ErrOptions)
 	}
-	b := &B2BUA{o: o, log: o.Logger, devices: make(map[netip.AddrPort]string), via: make(map[string]netip.AddrPort)}
+	b := &B2BUA{o: o, log: o.Logger, via: make(map[string]netip.AddrPort)}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -263,23 +294,14 @@ func New(o Options) (*B2BUA, error) {
 		b.o.rand = b.random
 	}
 	b.start = b.o.now()
-	if o.Upstream != "" {
-		up, err := netip.ParseAddrPort(o.Upstream)
-		if err != nil {
-			ua, rerr := net.ResolveUDPAddr("udp", o.Upstream)
-			if rerr != nil {
-				return nil, fmt.Errorf("%w: upstream: %w", ErrOptions, rerr)
-			}
-			up = ua.AddrPort()
-		}
-		b.upstream = netip.AddrPortFrom(up.Addr().Unmap(), up.Port())
+	p := o.Params
+	b.params.Store(&p)
+	b.trace.Store(o.Trace)
+	rt, err := newRouting(o.Upstream, o.Devices)
+	if err != nil {
+		return nil, err
 	}
-	for name, a := range o.Devices {
-		if name == "" || !a.IsValid() {
-			return nil, fmt.Errorf("%w: device %q has no valid address", ErrOptions, name)
-		}
-		b.devices[a] = name
-	}
+	b.routes.Store(rt)
 	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(b.log),
 		sip.WithTransportLayerReadFilter(dropWhen(&b.stopped))}
 	if o.TCPIdleTimeout > 0 {
@@ -491,6 +513,65 @@ func (b *B2BUA) Shutdown(ctx context.Context) error {
 	}
 }
 
+// SetParams changes the session-timer parameters live (DESIGN.md §5):
+// new calls and the next refresh of every call use them; what a call has
+// negotiated (its Session-Expires, its refresher) stays. Invalid p changes
+// nothing.
+func (b *B2BUA) SetParams(p session.Params) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("b2bua: set params: %w", err)
+	}
+	b.params.Store(&p)
+	return nil
+}
+
+// routing is who may place calls and where they go (DESIGN.md §5).
+type routing struct {
+	upstream netip.AddrPort
+	byAddr   map[netip.AddrPort]string // device address → name
+	byName   map[string]netip.AddrPort
+}
+
+// newRouting resolves upstream (host:port; a host name is resolved now)
+// and indexes the devices.
+func newRouting(upstream string, devices map[string]netip.AddrPort) (*routing, error) {
+	rt := &routing{byAddr: make(map[netip.AddrPort]string, len(devices)), byName: make(map[string]netip.AddrPort, len(devices))}
+	if upstream != "" {
+		up, err := netip.ParseAddrPort(upstream)
+		if err != nil {
+			ua, rerr := net.ResolveUDPAddr("udp", upstream)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w: upstream: %w", ErrOptions, rerr)
+			}
+			up = ua.AddrPort()
+		}
+		rt.upstream = netip.AddrPortFrom(up.Addr().Unmap(), up.Port())
+	}
+	for name, a := range devices {
+		if name == "" || !a.IsValid() {
+			return nil, fmt.Errorf("%w: device %q has no valid address", ErrOptions, name)
+		}
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		rt.byAddr[a] = name
+		rt.byName[name] = a
+	}
+	return rt, nil
+}
+
+// SetRouting changes the upstream and the [[device]] list live: new calls
+// use them, calls that are up keep their legs. On error nothing changes.
+func (b *B2BUA) SetRouting(upstream string, devices map[string]netip.AddrPort) error {
+	rt, err := newRouting(upstream, devices)
+	if err != nil {
+		return fmt.Errorf("b2bua: set routing: %w", err)
+	}
+	b.routes.Store(rt)
+	return nil
+}
+
+// SetTrace turns the logging of every SIP message on or off ([trace]).
+func (b *B2BUA) SetTrace(on bool) { b.trace.Store(on) }
+
 // Stats returns a snapshot of the calls of every shard.
 func (b *B2BUA) Stats() Stats {
 	st := Stats{Ended: make(map[session.Reason]uint64),
@@ -560,7 +641,7 @@ func (b *B2BUA) newTag(i int) string {
 
 // traceMsg logs a SIP message when tracing is on.
 func (b *B2BUA) traceMsg(dir string, m sip.Message) {
-	if b.o.Trace {
+	if b.trace.Load() {
 		b.log.Debug("sip "+dir, "trace", m.String())
 	}
 }

@@ -58,6 +58,15 @@ func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		s.post(context.Background(), event{kind: evRequest, req: req, tx: tx})
 		return
 	}
+	if req.Method == sip.REGISTER && b.o.Registrar != nil {
+		// The registrar authenticates REGISTERs itself (digest, RFC 3261
+		// §22) and answers them (§10.3).
+		if b.refused(tx, req, checkCSeq(req)) || b.refused(tx, req, checkHeaders(req)) {
+			return
+		}
+		b.register(req, tx)
+		return
+	}
 	// RFC 3261 §8.2: authentication comes first. sbcd authenticates a new
 	// call by its source (DESIGN.md §5); requests it answers itself
 	// (OPTIONS, refusals) need none.
@@ -117,9 +126,13 @@ func (b *B2BUA) trackClientTx(tx *sip.ClientTx) {
 
 // onStrayResponse gets responses that match no client transaction: the
 // retransmissions of a 2xx to an INVITE sbcd already ACKed, which must be
-// ACKed again (RFC 3261 §13.2.2.4).
+// ACKed again (RFC 3261 §13.2.2.4), and the answers to the registrar's
+// keep-alive OPTIONS, which are sent without a transaction.
 func (b *B2BUA) onStrayResponse(res *sip.Response) {
 	b.traceMsg("recv", res)
+	if b.o.Registrar != nil && b.o.Registrar.KeepaliveAnswer(res) {
+		return
+	}
 	cseq := res.CSeq()
 	from := res.From()
 	if cseq == nil || from == nil || cseq.MethodName != sip.INVITE || !res.IsSuccess() {
@@ -154,7 +167,9 @@ func (b *B2BUA) send(tx *sip.ServerTx, res *sip.Response) {
 type route struct {
 	dest    netip.AddrPort // the callee's address
 	user    string         // Request-URI user of the B-leg INVITE
+	target  string         // Request-URI of the B-leg INVITE; sip:user@dest when ""
 	network string         // "UDP" or "TCP"
+	socket  int            // the UDP listening socket to send from
 }
 
 // classify finds the route of a caller's INVITE (DESIGN.md §5): from a
@@ -175,19 +190,28 @@ func (b *B2BUA) classify(req *sip.Request) (route, int) {
 	if _, ok := b.via["UDP"]; !ok {
 		network = "TCP"
 	}
-	if b.upstream.IsValid() && match(b.upstream) {
-		for a, name := range b.devices {
-			if name == req.Recipient.User {
-				return route{dest: a, user: name, network: network}, 0
+	rt := b.routes.Load()
+	if rt.upstream.IsValid() && match(rt.upstream) {
+		if a, ok := rt.byName[req.Recipient.User]; ok {
+			return route{dest: a, user: req.Recipient.User, network: network, socket: b.socketFor(a.Addr(), "")}, 0
+		}
+		if b.o.Registrar != nil {
+			// DESIGN.md §3: to the NAT binding, not to the private
+			// Contact, through the socket the REGISTER came in on; the
+			// Request-URI is the registered Contact (RFC 3261 §10, §16.5).
+			if c, ok := b.o.Registrar.Locate(req.Recipient.User); ok {
+				return route{dest: c.Source, user: req.Recipient.User, target: c.URI,
+					network: c.Flow.Network, socket: c.Flow.Socket}, 0
 			}
 		}
 		return route{}, 404
 	}
-	if _, ok := b.devices[src]; ok || b.deviceByAddr(src, reliable) {
-		if !b.upstream.IsValid() {
+	if _, ok := rt.byAddr[src]; ok || rt.deviceByAddr(src, reliable) ||
+		(b.o.Registrar != nil && b.o.Registrar.Registered(src, sip.NetworkToUpper(req.Transport()))) {
+		if !rt.upstream.IsValid() {
 			return route{}, 503
 		}
-		return route{dest: b.upstream, user: req.Recipient.User, network: network}, 0
+		return route{dest: rt.upstream, user: req.Recipient.User, network: network, socket: b.socketFor(rt.upstream.Addr(), "")}, 0
 	}
 	return route{}, 403
 }
@@ -199,11 +223,11 @@ func (b *B2BUA) knownSource(req *sip.Request) bool {
 	return code != 403
 }
 
-func (b *B2BUA) deviceByAddr(src netip.AddrPort, reliable bool) bool {
+func (rt *routing) deviceByAddr(src netip.AddrPort, reliable bool) bool {
 	if !reliable {
 		return false
 	}
-	for a := range b.devices {
+	for a := range rt.byAddr {
 		if a.Addr() == src.Addr() {
 			return true
 		}
@@ -284,7 +308,7 @@ func (b *B2BUA) newInvite(req *sip.Request, tx *sip.ServerTx) {
 		reject(400, "Bad Session-Expires or Min-SE")
 		return
 	}
-	sreq, min := b.o.Params.Check(sreq)
+	sreq, min := b.params.Load().Check(sreq)
 	if min != 0 {
 		// RFC 4028 §9: Session-Expires below sbcd's Min-SE from a UAC
 		// that supports timer draws 422 with Min-SE.

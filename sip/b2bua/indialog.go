@@ -192,7 +192,7 @@ func (s *shard) onSessionRequest(id dialog.ID, slot *dialog.Slot[callState], leg
 	if pure {
 		// RFC 4028 §9, §10: a refresh is answered by sbcd on this leg;
 		// each leg's timers are independent.
-		ans, reject := slot.Call.Received(s.b.mono(), leg, sreq, &s.b.o.Params)
+		ans, reject := slot.Call.Received(s.b.mono(), leg, sreq, s.b.params.Load())
 		if reject != 0 {
 			reply(422, "Session Interval Too Small", nil, minSEHeader(reject))
 			return
@@ -211,7 +211,7 @@ func (s *shard) onSessionRequest(id dialog.ID, slot *dialog.Slot[callState], leg
 	}
 	// A media change: 422 now if its Session-Expires is too small; the
 	// sender's session is refreshed once the other side accepted it.
-	if _, reject := s.b.o.Params.Check(sreq); reject != 0 {
+	if _, reject := s.b.params.Load().Check(sreq); reject != 0 {
 		reply(422, "Session Interval Too Small", nil, minSEHeader(reject))
 		return
 	}
@@ -254,7 +254,7 @@ func (s *shard) onRelayed(e event, slot *dialog.Slot[callState]) {
 		switch {
 		case o.Code >= 200 && o.Code < 300:
 			// RFC 4028 §10: the 2xx refreshes the sender's session too.
-			ans, _ := slot.Call.Received(s.b.mono(), from, rl.sreq, &s.b.o.Params)
+			ans, _ := slot.Call.Received(s.b.mono(), from, rl.sreq, s.b.params.Load())
 			st.legs[e.leg].sdp = e.res.Body()
 			st.legs[from].sdp = rl.req.Body()
 			res := sip.NewResponseFromRequest(rl.req, o.Code, e.res.Reason, e.res.Body())
@@ -295,6 +295,9 @@ func (s *shard) newRequest(l *legState, method sip.RequestMethod, seq uint32) (*
 	ap, ok := s.b.via[network]
 	if !ok {
 		return nil, fmt.Errorf("no %s listener", network)
+	}
+	if network == "UDP" && l.socket > 0 && l.socket < len(s.b.udp) {
+		ap = s.b.udp[l.socket].LocalAddr().(*net.UDPAddr).AddrPort()
 	}
 	host, port := s.b.sentBy(network)
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: network,

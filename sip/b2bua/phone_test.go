@@ -47,6 +47,36 @@ type phone struct {
 	stopped atomic.Bool
 	wg      sync.WaitGroup
 	seq     atomic.Uint32
+	// ka receives the keep-alive datagrams (anything that is not SIP)
+	// the phone's socket gets; they never reach sipgo's parser.
+	ka chan kaPacket
+}
+
+// kaPacket is a non-SIP datagram a phone received.
+type kaPacket struct {
+	from    netip.AddrPort
+	payload string
+	at      time.Time
+}
+
+// readFilter drops everything once the phone stops and diverts keep-alive
+// datagrams (short, no SIP version) to p.ka.
+func (p *phone) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	if p.stopped.Load() {
+		return nil, nil
+	}
+	if len(data) < 64 && !strings.Contains(string(data), "SIP/2.0") {
+		var from netip.AddrPort
+		if ua, ok := props.RemoteAddr.(*net.UDPAddr); ok {
+			from = ua.AddrPort()
+		}
+		select {
+		case p.ka <- kaPacket{from: from, payload: string(data), at: time.Now()}:
+		default:
+		}
+		return nil, nil
+	}
+	return data, nil
 }
 
 func newPhone(t *testing.T, name string, beh behavior) *phone {
@@ -56,10 +86,10 @@ func newPhone(t *testing.T, name string, beh behavior) *phone {
 		t.Fatal(err)
 	}
 	p := &phone{t: t, name: name, conn: conn, beh: beh, reqs: make(chan *sip.Request, 256),
-		addr: conn.LocalAddr().(*net.UDPAddr).AddrPort()}
+		addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), ka: make(chan kaPacket, 64)}
 	p.seq.Store(100)
 	p.tp = sip.NewTransportLayer(net.DefaultResolver, sip.NewParser(), nil,
-		sip.WithTransportLayerReadFilter(dropWhen(&p.stopped)))
+		sip.WithTransportLayerReadFilter(p.readFilter))
 	p.tl = sip.NewTransactionLayer(p.tp, sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {}))
 	p.tl.OnRequest(p.onRequest)
 	p.wg.Go(func() { _ = p.tp.ServeUDP(conn) })

@@ -81,6 +81,7 @@ type legState struct {
 	route     []string // route set, in the order of Route headers to send
 	sdp       []byte   // the last SDP the leg's endpoint sent
 	network   string   // "UDP" or "TCP"
+	socket    int      // the UDP listening socket the leg uses
 	dest      netip.AddrPort
 	// established: the dialog exists and takes in-dialog requests.
 	established bool
@@ -235,7 +236,7 @@ func (s *shard) tick() {
 		if !ok || slot.Timer != h {
 			continue // a timer of a call freed meanwhile
 		}
-		s.acts = slot.Call.Fire(now, &s.b.o.Params, s.acts[:0])
+		s.acts = slot.Call.Fire(now, s.b.params.Load(), s.acts[:0])
 		for _, a := range s.acts {
 			s.do(id, slot, a)
 		}
@@ -438,7 +439,7 @@ func (s *shard) count(c uint8, d int64) {
 // onInvite takes a caller's INVITE into a slot and starts the B-leg.
 func (s *shard) onInvite(e event) {
 	req, tx := e.req, e.tx
-	p := &s.b.o.Params
+	p := s.b.params.Load()
 	if s.b.closing.Load() {
 		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "30")})
 		tx.TerminateGracefully()
@@ -499,6 +500,7 @@ func (s *shard) onInvite(e event) {
 	a.network = sip.NetworkToUpper(req.Transport())
 	if src, err := netip.ParseAddrPort(req.Source()); err == nil {
 		a.dest = src // RFC 3581 §4: back to where the caller sent from
+		a.socket = s.b.socketFor(src.Addr(), req.Recipient.Host)
 	}
 
 	b := &st.legs[legB]
@@ -508,9 +510,17 @@ func (s *shard) onInvite(e event) {
 	target := sip.Uri{Scheme: "sip", User: e.rt.user, Host: e.rt.dest.Addr().String(), Port: int(e.rt.dest.Port())}
 	b.remoteURI = target.String()
 	b.target = b.remoteURI
+	if e.rt.target != "" {
+		// A registered user: the Request-URI is its Contact (RFC 3261
+		// §10), the To its address of record at sbcd's host.
+		b.target = e.rt.target
+		host, _ := s.b.sentBy(e.rt.network)
+		b.remoteURI = (&sip.Uri{Scheme: "sip", User: e.rt.user, Host: host}).String()
+	}
 	b.localSeq = 1
 	b.network = e.rt.network
 	b.dest = e.rt.dest
+	b.socket = e.rt.socket
 
 	slot.Call.Invite(s.b.mono(), p)
 	if err := s.tab.Bind(id, legA, a.callID, a.localTag); err != nil {
@@ -608,7 +618,7 @@ func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.Le
 func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 	st := &slot.Data
 	b := &st.legs[legB]
-	p := &s.b.o.Params
+	p := s.b.params.Load()
 	now := s.b.mono()
 	if e.seq != b.localSeq {
 		return // an earlier attempt (before a 422 retry)
@@ -921,7 +931,7 @@ func (s *shard) sendRefresh(id dialog.ID, slot *dialog.Slot[callState], leg sess
 // outcome reports the end of a refresh or probe to the state machine and
 // does what it asks.
 func (s *shard) outcome(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o session.Outcome) {
-	a := slot.Call.Outcome(s.b.mono(), leg, o, &s.b.o.Params, s.b.o.rand())
+	a := slot.Call.Outcome(s.b.mono(), leg, o, s.b.params.Load(), s.b.o.rand())
 	if a.Kind != session.ActNone {
 		s.do(id, slot, a)
 	}

@@ -22,7 +22,7 @@ const accept = "application/sdp"
 
 // knownMethods are methods sbcd recognises but does not handle out of a
 // dialog: they draw 405 with Allow (RFC 3261 §8.2.1, §21.4.6). REGISTER is
-// among them until sbcd has a registrar.
+// among them when sbcd runs without a registrar.
 var knownMethods = map[sip.RequestMethod]bool{
 	sip.REGISTER: true, sip.MESSAGE: true, sip.INFO: true, sip.NOTIFY: true,
 	sip.SUBSCRIBE: true, sip.REFER: true, sip.PRACK: true, sip.PUBLISH: true,
