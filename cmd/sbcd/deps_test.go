@@ -54,12 +54,14 @@ type importRule struct {
 //	platform/...   platform/..., timers/...    sip, board, cmd
 //	board/...      board/..., timers/...       sip, platform, cmd
 //	cmd/...        everything                  —
+//	bench/...      nothing                     all of sbcd (stand-alone load tools, issue 6)
 var importRules = []importRule{
 	{pattern: "sbcd/timers/...", mayImport: []string{"sbcd/timers/..."}, stdlibOnly: true},
 	{pattern: "sbcd/sip/...", mayImport: []string{"sbcd/timers/...", "sbcd/sip/..."}},
 	{pattern: "sbcd/platform/...", mayImport: []string{"sbcd/platform/...", "sbcd/timers/..."}},
 	{pattern: "sbcd/board/...", mayImport: []string{"sbcd/board/...", "sbcd/timers/..."}},
 	{pattern: "sbcd/cmd/..."},
+	{pattern: "sbcd/bench/...", mayImport: []string{}},
 }
 
 // matchPattern reports whether importPath matches a pattern that is either

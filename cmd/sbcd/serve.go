@@ -13,6 +13,7 @@ import (
 	"sbcd/platform/config"
 	"sbcd/sip/b2bua"
 	"sbcd/sip/cdr"
+	"sbcd/sip/registrar"
 )
 
 // How long a clean stop may take: calls get their BYEs and their CDRs are
@@ -62,6 +63,31 @@ func b2buaOptions(c *config.Config, log *slog.Logger, sink b2bua.CDRSink) (b2bua
 	return o, nil
 }
 
+// registrarOptions maps [registrar] and [nat_keepalive] onto the
+// registrar's options (DESIGN.md §3).
+func registrarOptions(c *config.Config, log *slog.Logger) (registrar.Options, error) {
+	kp, err := keepaliveParams(c.NATKeepalive)
+	if err != nil {
+		return registrar.Options{}, err
+	}
+	o := registrar.Options{
+		MaxBindings: c.Registrar.MaxBindings,
+		MinExpires:  c.Registrar.MinExpiresDuration(),
+		MaxExpires:  c.Registrar.MaxExpiresDuration(),
+		Auth:        c.Registrar.Auth,
+		Realm:       c.System.Hostname,
+		Keepalive:   kp,
+		Logger:      log,
+	}
+	if len(c.Registrar.Users) > 0 {
+		o.Users = make(map[string]string, len(c.Registrar.Users))
+		for _, u := range c.Registrar.Users {
+			o.Users[u.Name] = u.Password
+		}
+	}
+	return o, nil
+}
+
 // maxUDPMessage is the largest SIP message sbcd sends over UDP. sipgo
 // refuses to send anything within 200 bytes of sip.UDPMTUSize (1500 by
 // default), reading RFC 3261 §18.1.1 as "use TCP instead"; but a response,
@@ -96,6 +122,19 @@ func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop fu
 		log.Error("config rejected", "err", err)
 		return exitError
 	}
+	ropts, err := registrarOptions(cfg, log)
+	if err != nil {
+		closeCDRs()
+		log.Error("config rejected", "err", err)
+		return exitError
+	}
+	reg, err := registrar.New(ropts)
+	if err != nil {
+		closeCDRs()
+		log.Error("cannot start the registrar", "err", err)
+		return exitError
+	}
+	opts.Registrar = reg
 	b, err := b2bua.New(opts)
 	if err != nil {
 		closeCDRs()
@@ -107,12 +146,22 @@ func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop fu
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- b.Serve(ctx) }()
+	paced := make(chan struct{})
+	go func() {
+		defer close(paced)
+		if err := reg.Run(ctx, b); err != nil {
+			log.Error("keep-alive engine stopped", "err", err)
+		}
+	}()
+	defer func() { cancel(); <-paced }()
 	addrs := make([]string, 0, len(b.Addrs()))
 	for _, a := range b.Addrs() {
 		addrs = append(addrs, a.Network+":"+a.Addr)
 	}
 	log.Info("serving SIP", "listen", strings.Join(addrs, ","), "upstream", opts.Upstream,
-		"devices", len(opts.Devices), "max_calls", opts.MaxCalls, "cdr_dir", cfg.CDRDir())
+		"devices", len(opts.Devices), "max_calls", opts.MaxCalls, "cdr_dir", cfg.CDRDir(),
+		"max_bindings", ropts.MaxBindings, "registrar_auth", ropts.Auth,
+		"keepalive", ropts.Keepalive.Mode.String(), "keepalive_period", ropts.Keepalive.Period)
 
 	code := exitOK
 	select {
