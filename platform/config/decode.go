@@ -74,6 +74,11 @@ func syntaxProblem(err error, data []byte) Problem {
 		}
 		line = 1 + bytes.Count(data[:end], []byte("\n"))
 	}
+	if s := pe.Position.Start; s > 0 && s < len(data) && data[s] == '\n' {
+		// The parser counts the newline it stopped at as the next
+		// line's; the operator's mistake is on the line it ends.
+		line = 1 + bytes.Count(data[:s], []byte("\n"))
+	}
 	p := Problem{Line: line, Msg: "TOML syntax: " + pe.Message}
 	if pe.Position.Col > 0 {
 		p.Msg = fmt.Sprintf("TOML syntax (column %d): %s", pe.Position.Col, pe.Message)

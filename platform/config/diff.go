@@ -124,6 +124,10 @@ func tomlValue(v reflect.Value) string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
+// NeedsRestart reports whether a change of key (a Change.Key) takes effect
+// only after a restart.
+func NeedsRestart(key string) bool { return restartKeys[key] }
+
 // Plan splits changes into those applied live and those that wait for a
 // restart.
 func Plan(changes []Change) (live, restart []Change) {

@@ -242,7 +242,7 @@ func TestSyntaxError(t *testing.T) {
 		t.Errorf("hint = %q", got[0].Hint)
 	}
 	checkProblems(t, parseErrs(t, "[sip]\nmax_calls = 1\nmax_calls = 2\n"), []want{{"", 3, "already been defined"}})
-	checkProblems(t, parseErrs(t, "[sip\n"), []want{{"", 2, "TOML syntax"}})
+	checkProblems(t, parseErrs(t, "[sip\n"), []want{{"", 1, "TOML syntax"}}) // the unclosed bracket is on line 1
 	checkProblems(t, parseErrs(t, "a = \"\xff\"\n"), []want{{"", 1, "TOML syntax"}})
 }
 

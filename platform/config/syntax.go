@@ -374,8 +374,9 @@ func checkLED(s string) error {
 }
 
 // checkAuthorizedKey loosely checks an OpenSSH public key line,
-// "[options] TYPE BASE64 [comment]": some field must be followed by base64
-// data whose embedded key type is that field. No cryptography is involved.
+// "TYPE BASE64 [comment]": some field must be followed by base64 data whose
+// embedded key type is that field, and no key options may come before it
+// (sbcd does not enforce them). No cryptography is involved.
 func checkAuthorizedKey(line string) error {
 	const hint = "paste one line of your .pub file, e.g. ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... admin@laptop"
 	s := strings.TrimSpace(line)
@@ -395,6 +396,13 @@ func checkAuthorizedKey(line string) error {
 		}
 		n := binary.BigEndian.Uint32(blob)
 		if uint64(n) <= uint64(len(blob)-4) && string(blob[4:4+n]) == fields[i] {
+			if i > 0 {
+				// platform/mgmt cannot honour from=, command=, restrict
+				// and the like: refusing the line beats granting full
+				// rights silently.
+				return errHint("key options ("+strings.Join(fields[:i], " ")+") are not supported",
+					"remove everything before "+fields[i]+": sbcd gives every authorized key the same rights")
+			}
 			return nil
 		}
 	}

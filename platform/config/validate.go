@@ -79,7 +79,7 @@ const (
 //	console.device              empty or an absolute path
 //	console.baud                one of BaudRates
 //	ssh.listen                  empty (off) or HOST:PORT, HOST empty or an IP literal
-//	ssh.authorized_keys         each "[options] TYPE BASE64 [comment]"
+//	ssh.authorized_keys         each "TYPE BASE64 [comment]", without key options
 //
 // Validate never panics, whatever c holds.
 func (c *Config) Validate() error {

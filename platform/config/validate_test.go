@@ -137,6 +137,7 @@ func TestValidateRules(t *testing.T) {
 		{"ssh listen host name", "[ssh]\nlisten = \"box:22\"\n", []want{{"ssh.listen", 2, "is not an IP address"}}},
 		{"ssh listen port", "[ssh]\nlisten = \":0\"\n", []want{{"ssh.listen", 2, "not a port"}}},
 		{"authorized key placeholder", "[ssh]\nauthorized_keys = [\n  \"" + testKey + "\",\n  \"ssh-ed25519 AAAA... admin@laptop\",\n]\n", []want{{"ssh.authorized_keys[1]", 4, "not a base64 ssh-ed25519 key"}}},
+		{"authorized key with options", "[ssh]\nauthorized_keys = [\"from=\\\"10.0.0.0/8\\\",no-pty " + testKey + "\"]\n", []want{{"ssh.authorized_keys[0]", 2, "key options"}}},
 		{"authorized key private", "[ssh]\nauthorized_keys = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]\n", []want{{"ssh.authorized_keys[0]", 2, "private key"}}},
 	}
 	for _, tt := range tests {
