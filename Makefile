@@ -38,11 +38,13 @@ test: deps fmt vet test-host test-arm64
 
 # deps: install what the tests need from Debian when it is missing:
 # qemu-user-static for the arm64 tests, sip-tester (SIPp) for the real-peer
-# call tests, and a C toolchain for -race (cgo).
+# call tests, openssh-client (scp, ssh) for the management end-to-end test,
+# and a C toolchain for -race (cgo).
 deps:
 	@missing=""; \
 	[ -x $(QEMU) ] || missing="$$missing qemu-user-static"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v scp >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	[ -e /usr/include/stdlib.h ] || missing="$$missing libc6-dev"; \
 	if [ -z "$$missing" ]; then \

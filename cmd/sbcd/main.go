@@ -19,6 +19,8 @@
 //	SIGTERM, SIGINT  shut down cleanly and exit 0.
 //	SIGUSR1          toggle the log level between debug and the -log-level
 //	                 level (info when that is debug), without a restart.
+//	SIGHUP           read the configuration file again and apply what can
+//	                 change live; a bad file is logged and changes nothing.
 //
 // Exit codes: 0 on a clean shutdown (and for a valid file in `check`), 1
 // when the daemon cannot start (for example an invalid config file, reported
@@ -66,6 +68,9 @@ type signals struct {
 	// toggleDebug receives a value each time the log level must toggle
 	// between debug and the configured level (SIGUSR1).
 	toggleDebug <-chan os.Signal
+	// reload receives a value each time the configuration must be read
+	// again and applied (SIGHUP).
+	reload <-chan os.Signal
 }
 
 // subscribeFunc starts delivering signals; release undoes the subscription.
@@ -77,11 +82,14 @@ func osSignals() (signals, func()) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	release := func() {
 		signal.Stop(usr1)
+		signal.Stop(hup)
 		stop()
 	}
-	return signals{stop: ctx, toggleDebug: usr1}, release
+	return signals{stop: ctx, toggleDebug: usr1, reload: hup}, release
 }
 
 // runWith parses the command line and runs the subcommand or the daemon.
@@ -138,12 +146,28 @@ func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) i
 		fmt.Fprintf(stderr, "sbcd: config rejected: %v\n", err)
 		return exitError
 	}
-	return daemon(cfg, path, level, stderr, subscribe)
+	return daemon(cfg, paths{flag: *configPath, loaded: path}, level, stderr, subscribe)
+}
+
+// paths are the configuration files the daemon knows of.
+type paths struct {
+	flag   string // -config FILE, "" when not given
+	loaded string // the file the configuration came from, "" for the built-in defaults
+}
+
+// save is where an uploaded configuration is written: the -config file
+// when given, else /data/sbcd.toml (DESIGN.md §5), which the next start
+// reads before the image's file.
+func (p paths) save() string {
+	if p.flag != "" {
+		return p.flag
+	}
+	return config.SavedPath
 }
 
 // daemon runs until stop is done. It logs to stderr through one root logger
 // whose level can change at run time.
-func daemon(cfg *config.Config, configPath string, level slog.Level, stderr io.Writer, subscribe subscribeFunc) int {
+func daemon(cfg *config.Config, files paths, level slog.Level, stderr io.Writer, subscribe subscribeFunc) int {
 	var lv slog.LevelVar
 	lv.Set(level)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &lv}))
@@ -155,12 +179,12 @@ func daemon(cfg *config.Config, configPath string, level slog.Level, stderr io.W
 
 	log.Info("sbcd starting", "version", version, "platform", runtime.GOOS+"/"+runtime.GOARCH,
 		"go", runtime.Version(), "pid", os.Getpid(), "log_level", lv.Level())
-	if configPath == "" {
+	if files.loaded == "" {
 		log.Info("no config file found: using the built-in defaults", "searched", []string{config.SavedPath, config.ImagePath})
 	} else {
-		log.Info("config loaded", "config", configPath)
+		log.Info("config loaded", "config", files.loaded)
 	}
-	log.Info("running: SIGTERM or SIGINT stops, SIGUSR1 toggles debug logging")
+	log.Info("running: SIGTERM or SIGINT stops, SIGHUP reloads the config, SIGUSR1 toggles debug logging")
 
 	// The log level toggles for as long as the daemon runs.
 	done := make(chan struct{})
@@ -184,7 +208,7 @@ func daemon(cfg *config.Config, configPath string, level slog.Level, stderr io.W
 		}
 	}()
 
-	return serve(cfg, log, sig.stop.Done(), func() {
+	return serve(cfg, files, log, sig.reload, sig.stop.Done(), func() {
 		log.Info("shutting down", "cause", context.Cause(sig.stop))
 	})
 }

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
 	"sbcd/platform/config"
+	"sbcd/platform/mgmt"
 	"sbcd/sip/b2bua"
 	"sbcd/sip/cdr"
 	"sbcd/sip/registrar"
@@ -96,9 +100,10 @@ func registrarOptions(c *config.Config, log *slog.Logger) (registrar.Options, er
 // lets IP fragment them, as SBCs commonly do.
 const maxUDPMessage = 65507 // largest UDP payload over IPv4
 
-// serve runs the call engine with its CDR writer until stop is done, then
-// shuts both down cleanly. It returns the exit code.
-func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop func()) int {
+// serve runs the call engine with its CDR writer, the registrar and the
+// SSH management service until stop is done, applying the configuration
+// again on each reload, then shuts down cleanly. It returns the exit code.
+func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.Signal, stop <-chan struct{}, onStop func()) int {
 	sip.UDPMTUSize = maxUDPMessage + 200 // process-wide: set once, before any transport exists
 	w, err := cdr.New(cdr.Options{
 		Dir:     cfg.CDRDir(),
@@ -154,6 +159,70 @@ func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop fu
 		}
 	}()
 	defer func() { cancel(); <-paced }()
+
+	source := files.loaded
+	if source == "" {
+		source = "built-in defaults"
+	}
+	start := time.Now()
+	l := &live{
+		log:      log,
+		calls:    b,
+		reg:      reg,
+		flagPath: files.flag,
+		savePath: files.save(),
+		now:      time.Now,
+		boot:     cfg,
+		running:  cfg,
+		state:    configState{Source: source, Applied: start},
+	}
+	var sshDone sync.WaitGroup
+	defer sshDone.Wait() // after cancel (deferred later, runs first)
+	defer cancel()
+	statusText := func() string {
+		return status{Version: version, Up: time.Since(start), Calls: b.Stats(), MaxCall: opts.MaxCalls,
+			Reg: reg.Stats(), Config: l.State()}.String()
+	}
+	l.startSSH = func(c *config.Config) (authSetter, error) {
+		srv, err := newSSH(c, files, l.Upload, statusText, log)
+		if err != nil {
+			return nil, err
+		}
+		sshDone.Add(1)
+		go func() {
+			defer sshDone.Done()
+			if err := srv.Serve(ctx); err != nil {
+				log.Error("ssh service stopped", "err", err)
+			}
+		}()
+		log.Info("serving SSH (sftp, scp)", "listen", srv.Addr().String(), "authorized_keys", len(c.SSH.AuthorizedKeys),
+			"password", c.SSH.Password != "", "config", l.savePath)
+		return srv, nil
+	}
+	switch {
+	case cfg.SSH.Listen == "":
+		log.Info("ssh service off (ssh.listen is empty)")
+	case !sshWanted(cfg):
+		log.Warn("ssh service not started: no authorized key and no password", "hint", "add a key to ssh.authorized_keys on the console, then apply")
+	default:
+		srv, err := l.startSSH(cfg)
+		if err != nil {
+			// SIP keeps running: calls matter more, and the console is still there.
+			log.Error("ssh service not started", "err", err)
+		} else {
+			l.ssh = srv
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reload:
+				l.Reload()
+			}
+		}
+	}()
 	addrs := make([]string, 0, len(b.Addrs()))
 	for _, a := range b.Addrs() {
 		addrs = append(addrs, a.Network+":"+a.Addr)
@@ -186,4 +255,30 @@ func serve(cfg *config.Config, log *slog.Logger, stop <-chan struct{}, onStop fu
 	st := w.Stats()
 	log.Info("stopped", "cdrs_written", st.Written, "cdrs_failed", st.Failed)
 	return code
+}
+
+// newSSH builds the management service from [ssh] (DESIGN.md §5): the host
+// key lives on the data partition, /etc/sbcd/sbcd.toml is the file uploads
+// are saved to (showing the file sbcd loaded until there is one), /cdr
+// and /trace are read-only views of the data partition.
+func newSSH(c *config.Config, files paths, upload func([]byte) error, status func() string, log *slog.Logger) (*mgmt.Server, error) {
+	if err := os.MkdirAll(c.System.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ssh: data directory for the host key: %w", err)
+	}
+	o := mgmt.Options{
+		Listen:         c.SSH.Listen,
+		AuthorizedKeys: c.SSH.AuthorizedKeys,
+		Password:       c.SSH.Password,
+		HostKeyPath:    filepath.Join(c.System.DataDir, "ssh_host_ed25519_key"),
+		ConfigPath:     files.save(),
+		CDRDir:         c.CDRDir(),
+		TraceDir:       filepath.Join(c.System.DataDir, "trace"),
+		Upload:         upload,
+		Status:         status,
+		Logger:         log,
+	}
+	if files.loaded != o.ConfigPath {
+		o.DefaultConfigPath = files.loaded
+	}
+	return mgmt.New(o)
 }
