@@ -165,6 +165,10 @@ type shard struct {
 
 	used, early, up, unacked atomic.Int64
 	ended                    [32]atomic.Uint64
+	// ticks counts wheel advances; asleep: the ticker is stopped (idle).
+	// For tests and profiling.
+	ticks  atomic.Uint64
+	asleep atomic.Bool
 }
 
 func newShard(b *B2BUA, idx, capacity int) (*shard, error) {
@@ -206,16 +210,41 @@ func (s *shard) postLater(e event) {
 	}
 }
 
+// shardTick is how often a busy shard advances its wheel.
+const shardTick = 5 * time.Millisecond
+
 // run is the shard goroutine: events in order, and the wheel advanced every
-// 5 ms from the monotonic clock.
+// shardTick from the monotonic clock while the shard has something to time.
+// An idle shard (no armed call timer, no 2xx awaiting its ACK) stops its
+// ticker and blocks on its event channel alone, so a box without calls
+// does not wake up 200 times a second per shard (DESIGN.md §10, keep-alive
+// CPU); the first event after that advances the wheel to now (O(1): it is
+// empty) before it is handled, and restarts the ticker. Timers are only
+// ever armed by handling an event, so none can be missed while asleep.
 func (s *shard) run() {
-	t := time.NewTicker(5 * time.Millisecond)
+	t := time.NewTicker(shardTick)
 	defer t.Stop()
+	ticking := true
 	for {
+		if ticking && s.idle() {
+			t.Stop()
+			ticking = false
+			s.asleep.Store(true)
+		}
+		var tc <-chan time.Time
+		if ticking {
+			tc = t.C
+		}
 		select {
 		case e := <-s.ev:
+			if !ticking {
+				s.tick() // catch the wheel up with the clock
+				t.Reset(shardTick)
+				ticking = true
+				s.asleep.Store(false)
+			}
 			s.handle(e)
-		case <-t.C:
+		case <-tc:
 			s.tick()
 		case <-s.quit:
 			return
@@ -223,8 +252,15 @@ func (s *shard) run() {
 	}
 }
 
+// idle reports whether the shard has nothing to do until its next event:
+// no armed call timer and no 2xx retransmitted until its ACK.
+func (s *shard) idle() bool {
+	return s.wheel.ArmedLen() == 0 && len(s.awaitAck) == 0
+}
+
 // tick fires the calls whose deadline passed.
 func (s *shard) tick() {
+	s.ticks.Add(1)
 	now := s.b.mono()
 	s.expired = s.wheel.Advance(now, s.expired[:0])
 	for _, h := range s.expired {
