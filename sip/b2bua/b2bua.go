@@ -241,6 +241,7 @@ type B2BUA struct {
 
 	udp []net.PacketConn
 	tcp []net.Listener
+	ka  kaSender // keep-alive writers on udp (register.go)
 	// via is the sent-by of each network ("UDP", "TCP").
 	via map[string]netip.AddrPort
 

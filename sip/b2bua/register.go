@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -62,43 +63,85 @@ func (b *B2BUA) socketFor(peer netip.Addr, local string) int {
 	return 0
 }
 
-// errNoFlow is returned by SendKeepalive for a flow sbcd does not have.
+// errNoFlow is returned by SendKeepalives for a flow sbcd does not have.
 var errNoFlow = errors.New("b2bua: no such flow")
 
-// SendKeepalive sends one keep-alive for the registrar (registrar.Sender):
-// over UDP from the listening socket of f, so the NAT binding that carries
-// SIP is the one refreshed (DESIGN.md §3); over TCP on the connection the
-// device holds with sbcd (RFC 5626 §3.5.1), if it is still open.
-func (b *B2BUA) SendKeepalive(f registrar.Flow, dst netip.AddrPort, payload []byte) error {
-	switch f.Network {
-	case "UDP":
-		if f.Socket < 0 || f.Socket >= len(b.udp) {
-			return fmt.Errorf("keep-alive to %s: udp socket %d: %w", dst, f.Socket, errNoFlow)
+// kaSender is what SendKeepalives keeps between calls: a batch writer per
+// UDP listening socket, built on first use.
+type kaSender struct {
+	mu  sync.Mutex
+	udp []*udpBatch // indexed like B2BUA.udp; nil: not a *net.UDPConn
+	err []error     // why udp[i] is nil
+}
+
+// SendKeepalives sends one pacer tick's keep-alives for the registrar
+// (registrar.Sender): over UDP from the listening socket of each one's
+// flow, so the NAT binding that carries SIP is the one refreshed
+// (DESIGN.md §3), all of a socket's in one sendmmsg(2) on Linux; over TCP
+// one by one, on the connection the device holds with sbcd (RFC 5626
+// §3.5.1), if it is still open. It sets the Err of those not sent.
+func (b *B2BUA) SendKeepalives(batch []registrar.Keepalive) {
+	b.ka.mu.Lock()
+	defer b.ka.mu.Unlock()
+	if b.ka.udp == nil && len(b.udp) > 0 {
+		b.ka.udp = make([]*udpBatch, len(b.udp))
+		b.ka.err = make([]error, len(b.udp))
+		for i, c := range b.udp {
+			uc, ok := c.(*net.UDPConn)
+			if !ok {
+				b.ka.err[i] = errNoFlow
+				continue
+			}
+			b.ka.udp[i], b.ka.err[i] = newUDPBatch(uc)
 		}
-		uc, ok := b.udp[f.Socket].(*net.UDPConn)
-		if !ok {
-			return fmt.Errorf("keep-alive to %s: %w", dst, errNoFlow)
-		}
-		if _, err := uc.WriteToUDPAddrPort(payload, dst); err != nil {
-			return fmt.Errorf("keep-alive to %s: %w", dst, err)
-		}
-		return nil
-	case "TCP":
-		c, err := b.tp.GetConnection("tcp", dst.String())
-		if err != nil {
-			return fmt.Errorf("keep-alive to %s over tcp: %w", dst, err)
-		}
-		defer func() { _, _ = c.TryClose() }()
-		w, ok := c.(io.Writer)
-		if !ok {
-			return fmt.Errorf("keep-alive to %s over tcp: %w", dst, errNoFlow)
-		}
-		if _, err := w.Write(payload); err != nil {
-			return fmt.Errorf("keep-alive to %s over tcp: %w", dst, err)
-		}
-		return nil
 	}
-	return fmt.Errorf("keep-alive to %s over %q: %w", dst, f.Network, errNoFlow)
+	queued := false
+	for i := range batch {
+		k := &batch[i]
+		k.Err = nil
+		switch k.Flow.Network {
+		case "UDP":
+			if k.Flow.Socket < 0 || k.Flow.Socket >= len(b.udp) {
+				k.Err = fmt.Errorf("keep-alive to %s: udp socket %d: %w", k.Dst, k.Flow.Socket, errNoFlow)
+				continue
+			}
+			w := b.ka.udp[k.Flow.Socket]
+			if w == nil {
+				k.Err = fmt.Errorf("keep-alive to %s: udp socket %d: %w", k.Dst, k.Flow.Socket, b.ka.err[k.Flow.Socket])
+				continue
+			}
+			w.add(k)
+			queued = true
+		case "TCP":
+			k.Err = b.sendTCP(k.Dst, k.Payload)
+		default:
+			k.Err = fmt.Errorf("keep-alive to %s over %q: %w", k.Dst, k.Flow.Network, errNoFlow)
+		}
+	}
+	if queued {
+		for _, w := range b.ka.udp {
+			if w != nil {
+				w.flush()
+			}
+		}
+	}
+}
+
+// sendTCP writes one keep-alive on the TCP connection held with dst.
+func (b *B2BUA) sendTCP(dst netip.AddrPort, payload []byte) error {
+	c, err := b.tp.GetConnection("tcp", dst.String())
+	if err != nil {
+		return fmt.Errorf("keep-alive to %s over tcp: %w", dst, err)
+	}
+	defer func() { _, _ = c.TryClose() }()
+	w, ok := c.(io.Writer)
+	if !ok {
+		return fmt.Errorf("keep-alive to %s over tcp: %w", dst, errNoFlow)
+	}
+	if _, err := w.Write(payload); err != nil {
+		return fmt.Errorf("keep-alive to %s over tcp: %w", dst, err)
+	}
+	return nil
 }
 
 // SentBy is the host and port sbcd names itself by on network (Via,

@@ -13,13 +13,19 @@ import (
 
 type nopSender struct{}
 
-func (nopSender) SendKeepalive(Flow, netip.AddrPort, []byte) error { return nil }
-func (nopSender) SentBy(string) (string, int)                      { return "192.0.2.10", 5060 }
+func (nopSender) SendKeepalives([]Keepalive)  {}
+func (nopSender) SentBy(string) (string, int) { return "192.0.2.10", 5060 }
 
 // answeringSender answers every OPTIONS ping at once, without parsing it.
 type answeringSender struct{ r *Registrar }
 
-func (a answeringSender) SendKeepalive(_ Flow, _ netip.AddrPort, p []byte) error {
+func (a answeringSender) SendKeepalives(batch []Keepalive) {
+	for i := range batch {
+		batch[i].Err = a.answer(batch[i].Payload)
+	}
+}
+
+func (a answeringSender) answer(p []byte) error {
 	i := bytes.Index(p, []byte("branch="))
 	if i < 0 || len(p) < i+7+branchLen {
 		return errors.New("no branch")

@@ -51,15 +51,18 @@ type fakeSender struct {
 	err  error
 }
 
-func (s *fakeSender) SendKeepalive(f Flow, dst netip.AddrPort, payload []byte) error {
+func (s *fakeSender) SendKeepalives(batch []Keepalive) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var at time.Duration
 	if s.clk != nil {
 		at = s.clk.now().Sub(s.t0)
 	}
-	s.sent = append(s.sent, sent{At: at, Flow: f, Dst: dst, Payload: string(payload)})
-	return s.err
+	for i := range batch {
+		k := &batch[i]
+		s.sent = append(s.sent, sent{At: at, Flow: k.Flow, Dst: k.Dst, Payload: string(k.Payload)})
+		k.Err = s.err
+	}
 }
 
 func (s *fakeSender) SentBy(network string) (string, int) { return "192.0.2.10", 5060 }

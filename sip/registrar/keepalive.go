@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -15,9 +14,12 @@ import (
 
 // The keep-alive engine. Every SendInterval Run calls tick, which advances
 // the pacer of the binding table under the lock, turns its Ping events into
-// (flow, destination, payload) triples and sends them through the Sender
-// after releasing the lock. In message and crlf mode the payloads are shared
-// per parameter set, so the registrar's per-ping work allocates nothing.
+// a batch of (flow, destination, payload) keep-alives and hands the batch
+// to the Sender after releasing the lock, so the Sender can write the UDP
+// ones in one system call (DESIGN.md §10: CPU per keep-alive). In message
+// and crlf mode the payloads are shared per parameter set, so the
+// registrar's per-ping work allocates nothing. While the table is empty Run
+// does not tick at all: it sleeps until Register adds a binding.
 //
 // In options mode every ping is one OPTIONS request (RFC 3261 §11) in one
 // datagram, sent once: there are no retransmissions (Timer E) and no client
@@ -52,22 +54,14 @@ type kaState struct {
 	message []byte // Params.Message, allocated once per SetKeepalive
 }
 
-// pending is one keep-alive to send once the lock is released.
-type pending struct {
-	flow    Flow
-	dst     netip.AddrPort
-	payload []byte
-}
-
 func (r *Registrar) setKA(p keepalive.Params) {
 	r.ka = kaState{mode: p.Mode, message: []byte(p.Message)}
-	r.interval.Store(int64(p.SendInterval))
 	r.optionsMode.Store(p.Mode == keepalive.ModeOptions)
 }
 
 // SetKeepalive changes [nat_keepalive] live (keepalive.Table.SetParams),
-// effective from the next tick; Run picks up a new send interval after its
-// next tick. Invalid parameters change nothing and return the error.
+// effective from the next tick; Run times the tick after that by the new
+// send interval. Invalid parameters change nothing and return the error.
 func (r *Registrar) SetKeepalive(p keepalive.Params) error {
 	now := r.mono(r.now())
 	r.mu.Lock()
@@ -80,8 +74,14 @@ func (r *Registrar) SetKeepalive(p keepalive.Params) error {
 }
 
 // Run drives the pacer every SendInterval until ctx is done and sends the
-// keep-alives through s. It returns nil when ctx is done, an error when s
-// is nil or Run is already running.
+// keep-alives through s. Its ticks fall half an interval after the pacer's
+// tick due times (keepalive.Table.NextDue), so timer jitter never releases
+// two ticks' bindings in one batch and none in the next (DESIGN.md §3: no
+// burst larger than send_one_time). While the binding table is empty it
+// does not tick at all and waits for the first binding (an idle box should
+// cost no CPU, DESIGN.md §10); the pacer then moves its schedule to the
+// clock (keepalive.Table.Advance). It returns nil when ctx is done, an
+// error when s is nil or Run is already running.
 func (r *Registrar) Run(ctx context.Context, s Sender) error {
 	if s == nil {
 		return errors.New("registrar: run: nil sender")
@@ -90,20 +90,68 @@ func (r *Registrar) Run(ctx context.Context, s Sender) error {
 		return errors.New("registrar: run: already running")
 	}
 	defer r.running.Store(false)
-	iv := time.Duration(r.interval.Load())
-	t := time.NewTicker(iv)
+	t := time.NewTimer(0) // the first tick at once
 	defer t.Stop()
 	for {
+		if r.sleepIfEmpty() {
+			t.Stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.wake:
+			}
+			t.Reset(0)
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			r.tick(r.now(), s)
-			if n := time.Duration(r.interval.Load()); n != iv {
-				iv = n
-				t.Reset(iv)
-			}
+			now := r.now()
+			r.tick(now, s)
+			t.Reset(r.untilTick(now))
 		}
+	}
+}
+
+// untilTick returns how long Run waits after a tick at now: until half an
+// interval after the pacer's next due time, between half an interval and
+// one and a half; a whole interval when the pacer is behind (a batch cut
+// short by send_one_time), so batches stay an interval apart.
+func (r *Registrar) untilTick(now time.Time) time.Duration {
+	mnow := r.mono(now)
+	r.mu.Lock()
+	due := r.tab.NextDue()
+	iv := int64(r.tab.Params().SendInterval)
+	r.mu.Unlock()
+	if due <= mnow {
+		return time.Duration(iv)
+	}
+	return time.Duration(min(due-mnow, iv) + iv/2)
+}
+
+// sleepIfEmpty reports whether the table is empty, and if so marks Run
+// asleep, so the next binding added wakes it (bindingAdded).
+func (r *Registrar) sleepIfEmpty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tab.Len() > 0 {
+		return false
+	}
+	r.asleep = true
+	return true
+}
+
+// bindingAdded wakes Run when it sleeps on an empty table. Called under
+// mu whenever a binding enters the table.
+func (r *Registrar) bindingAdded() {
+	if !r.asleep {
+		return
+	}
+	r.asleep = false
+	select {
+	case r.wake <- struct{}{}:
+	default: // a wake-up is pending already
 	}
 }
 
@@ -161,7 +209,7 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 				r.optBuf = r.appendOptions(r.optBuf, rc, ev.ID, host, port)
 				payload = r.optBuf[start:len(r.optBuf):len(r.optBuf)]
 			}
-			r.pending = append(r.pending, pending{flow: rc.flow, dst: ev.Source, payload: payload})
+			r.pending = append(r.pending, Keepalive{Flow: rc.flow, Dst: ev.Source, Payload: payload})
 		case keepalive.Expired:
 			r.log.Debug("registrar: binding expired", "aor", rc.aor, "contact", rc.contact, "source", ev.Source)
 			r.forget(i)
@@ -180,12 +228,17 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 		c.n += pings
 	}
 	r.mu.Unlock()
+	if len(r.pending) == 0 {
+		return
+	}
+	s.SendKeepalives(r.pending)
 	for i := range r.pending {
 		p := &r.pending[i]
-		if err := s.SendKeepalive(p.flow, p.dst, p.payload); err != nil {
+		if p.Err != nil {
 			r.sendErrors.Add(1)
-			r.log.Debug("registrar: keep-alive not sent", "dst", p.dst, "network", p.flow.Network, "err", err)
+			r.log.Debug("registrar: keep-alive not sent", "dst", p.Dst, "network", p.Flow.Network, "err", p.Err)
 		}
+		*p = Keepalive{} // keep no payload or error past the tick
 	}
 }
 

@@ -281,8 +281,8 @@ func TestSetKeepalive(t *testing.T) {
 	if err := r.SetKeepalive(fastParams(func(p *keepalive.Params) { p.Message = "PING"; p.SendInterval = 20 * time.Millisecond })); err != nil {
 		t.Fatalf("SetKeepalive: %v", err)
 	}
-	if iv := r.interval.Load(); iv != int64(20*time.Millisecond) {
-		t.Errorf("interval = %v", time.Duration(iv))
+	if iv := r.tab.Params().SendInterval; iv != 20*time.Millisecond {
+		t.Errorf("interval = %v", iv)
 	}
 	run(r, clk, s, 2*time.Second)
 	got := s.take()
@@ -326,14 +326,117 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunSleepsWhenEmpty: with no binding Run does not tick (an idle box
+// costs no CPU, DESIGN.md §10); the first binding wakes it, and it goes
+// back to sleep once the table is empty again.
+func TestRunSleepsWhenEmpty(t *testing.T) {
+	r, _ := newTest(t, func(o *Options) {
+		o.Keepalive = fastParams(func(p *keepalive.Params) { p.SendInterval = time.Millisecond })
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	asleep := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.asleep
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: %v", what, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	s := &notifySender{ch: make(chan sent, 1)}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, s) }()
+	waitUntil("Run asleep on the empty table", asleep)
+
+	r.Register(rq{contacts: []string{"<sip:1001@10.0.0.5:5060>"}}.req(t), srcA, udp0)
+	select {
+	case x := <-s.ch:
+		if x.Dst != srcA || x.Payload != "HELLO" {
+			t.Errorf("sent %+v", x)
+		}
+	case <-ctx.Done():
+		t.Fatal("no keep-alive sent after the first binding")
+	}
+	if asleep() {
+		t.Error("asleep with a binding")
+	}
+
+	r.Register(rq{contacts: []string{"*"}, expires: "0", cseq: 2}.req(t), srcA, udp0)
+	waitUntil("Run asleep once the table is empty again", asleep)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// TestUntilTick: Run ticks half an interval after the pacer's due times,
+// whatever the phase of its timer, and an interval apart while the pacer
+// is behind.
+func TestUntilTick(t *testing.T) {
+	const iv = 10 * time.Millisecond
+	tests := []struct {
+		name      string
+		bindings  int
+		oneTime   int
+		ticks     []time.Duration // tick at these offsets from the epoch
+		wantAfter time.Duration   // untilTick after the last one
+	}{
+		{name: "on a due time", ticks: []time.Duration{0}, wantAfter: iv + iv/2},
+		{name: "half way", ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: iv},
+		{name: "late", ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: 7 * time.Millisecond},
+		{name: "early", ticks: []time.Duration{0, 11 * time.Millisecond}, wantAfter: 14 * time.Millisecond},
+		// 300 bindings in 100 ticks, 1 per batch: always behind.
+		{name: "behind", bindings: 300, oneTime: 1, ticks: []time.Duration{0, iv}, wantAfter: iv},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, clk := newTest(t, func(o *Options) {
+				o.MaxBindings = max(tt.bindings, 1)
+				o.Keepalive = fastParams(func(p *keepalive.Params) {
+					if tt.oneTime > 0 {
+						p.SendOneTime = tt.oneTime
+					}
+				})
+			})
+			for i := range tt.bindings {
+				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), 5060)
+				user := "u" + itoa(i)
+				r.Register(rq{user: user, contacts: []string{"<sip:" + user + "@10.0.0.5:5060>"}}.req(t), src, udp0)
+			}
+			start := clk.now()
+			s := &fakeSender{}
+			for _, at := range tt.ticks {
+				clk.advance(start.Add(at).Sub(clk.now()))
+				r.tick(clk.now(), s)
+			}
+			if got := r.untilTick(clk.now()); got != tt.wantAfter {
+				t.Errorf("untilTick = %v, want %v", got, tt.wantAfter)
+			}
+		})
+	}
+}
+
 type notifySender struct{ ch chan sent }
 
-func (s *notifySender) SendKeepalive(f Flow, dst netip.AddrPort, p []byte) error {
-	select {
-	case s.ch <- sent{Flow: f, Dst: dst, Payload: string(p)}:
-	default:
+func (s *notifySender) SendKeepalives(batch []Keepalive) {
+	for _, k := range batch {
+		select {
+		case s.ch <- sent{Flow: k.Flow, Dst: k.Dst, Payload: string(k.Payload)}:
+		default:
+		}
 	}
-	return nil
 }
 
 func (s *notifySender) SentBy(string) (string, int) { return "192.0.2.10", 5060 }
@@ -398,12 +501,13 @@ func TestConcurrent(t *testing.T) {
 
 type chanSender struct{ ch chan string }
 
-func (s *chanSender) SendKeepalive(_ Flow, _ netip.AddrPort, p []byte) error {
-	select {
-	case s.ch <- string(p):
-	default:
+func (s *chanSender) SendKeepalives(batch []Keepalive) {
+	for _, k := range batch {
+		select {
+		case s.ch <- string(k.Payload):
+		default:
+		}
 	}
-	return nil
 }
 
 func (s *chanSender) SentBy(string) (string, int) { return "192.0.2.10", 5060 }

@@ -454,6 +454,7 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 			*rc = record{id: id, aor: strings.Clone(aor), contact: c.uri, source: src}
 			r.link(i, rc.aor)
 			r.addSource(src)
+			r.bindingAdded()
 			r.log.Debug("registrar: binding added", "aor", aor, "contact", c.uri, "source", src, "nated", c.nated)
 		} else if rc.source != src {
 			r.dropSource(rc.source)

@@ -101,13 +101,26 @@ type Flow struct {
 	Socket  int    // index of the listening socket the REGISTER came in on (meaningful for UDP)
 }
 
+// Keepalive is one keep-alive the pacer released, for Sender.
+type Keepalive struct {
+	Flow    Flow
+	Dst     netip.AddrPort
+	Payload []byte // shared between keep-alives: read only
+	// Err is set by the Sender when this keep-alive could not be sent.
+	Err error
+}
+
 // Sender is implemented by the B2BUA: it owns the SIP sockets.
 type Sender interface {
-	// SendKeepalive writes payload to dst from the SIP listening socket of
-	// f (UDP), or on the TCP connection held with dst (TCP). It must not
-	// block for long and must not keep payload after it returns (the
-	// registrar reuses the buffer).
-	SendKeepalive(f Flow, dst netip.AddrPort, payload []byte) error
+	// SendKeepalives writes each keep-alive of batch: its Payload to its
+	// Dst from the SIP listening socket of its Flow (UDP), or on the TCP
+	// connection held with Dst (TCP), and sets the Err of those it could
+	// not send. The batch is what one pacer tick released (at most
+	// send_one_time keep-alives), so a Sender can hand the UDP ones to the
+	// kernel in one system call. It must not block for long and must not
+	// keep batch or the payloads after it returns (the registrar reuses
+	// them).
+	SendKeepalives(batch []Keepalive)
 	// SentBy is the host and port sbcd names itself by on network ("UDP"
 	// or "TCP"), for the Via and From of OPTIONS pings.
 	SentBy(network string) (host string, port int)
@@ -176,12 +189,12 @@ type record struct {
 // Registrar is the registrar and keep-alive engine. Its methods are safe
 // for concurrent use.
 type Registrar struct {
-	log        *slog.Logger
-	now        func() time.Time
-	rand       func() uint64
-	epoch      time.Time // monotonic 0 of the table
-	pol        atomic.Pointer[policy]
-	nonceKey   [32]byte
+	log      *slog.Logger
+	now      func() time.Time
+	rand     func() uint64
+	epoch    time.Time // monotonic 0 of the table
+	pol      atomic.Pointer[policy]
+	nonceKey [32]byte
 
 	limiter limiter
 
@@ -200,11 +213,15 @@ type Registrar struct {
 	// direct callers.
 	tickMu  sync.Mutex
 	events  []keepalive.Event
-	pending []pending
+	pending []Keepalive
 	optBuf  []byte
 
+	// Run sleeps while the table is empty (asleep, under mu) until a
+	// binding is added (wake).
+	asleep bool
+	wake   chan struct{}
+
 	running      atomic.Bool
-	interval     atomic.Int64
 	optionsMode  atomic.Bool
 	sendErrors   atomic.Uint64
 	authFailures atomic.Uint64
@@ -269,7 +286,8 @@ func New(o Options) (*Registrar, error) {
 	r.limiter.init()
 	r.setKA(o.Keepalive)
 	r.events = make([]keepalive.Event, 0, o.Keepalive.SendOneTime)
-	r.pending = make([]pending, 0, o.Keepalive.SendOneTime)
+	r.pending = make([]Keepalive, 0, o.Keepalive.SendOneTime)
+	r.wake = make(chan struct{}, 1)
 	return r, nil
 }
 

@@ -244,6 +244,13 @@ func (t *Table) Advance(now int64, out []Event) []Event {
 	return out
 }
 
+// NextDue returns when the pacer's next tick is (or was) due, on the
+// owner's clock: Advance releases it from then on. A tick partly visited
+// because the budget ran out is due already. Owners time their Advance
+// calls off it (between two due times, not on them: a call on a due time
+// releases one tick or two depending on timer jitter).
+func (t *Table) NextDue() int64 { return t.start + int64(t.next)*t.interval }
+
 func (t *Table) visit(i uint32, now int64, out []Event) []Event {
 	e := &t.e[i]
 	ev := Event{ID: makeID(i, e.gen), Kind: Ping, Flow: e.flow}

@@ -817,3 +817,44 @@ func TestEventKindString(t *testing.T) {
 		}
 	}
 }
+
+// TestNextDue: the due time of the next tick follows Advance; a tick cut
+// short by the budget is due already; a late driver sees its schedule
+// moved (MaxLag).
+func TestNextDue(t *testing.T) {
+	p := DefaultParams() // 10 ms interval, 100 per call
+	iv := int64(p.SendInterval)
+	tests := []struct {
+		name     string
+		bindings int
+		calls    []int64 // Advance at these times
+		want     int64
+	}{
+		{name: "new table", want: 1000},
+		{name: "after a call on a due time", calls: []int64{1000}, want: 1000 + iv},
+		{name: "after a call between due times", calls: []int64{1000, 1000 + 3*iv/2}, want: 1000 + 2*iv},
+		// 300,000 bindings over 3,000 ticks: 100 each, the whole budget;
+		// one more makes the first tick overflow it.
+		{name: "budget spent mid-tick", bindings: 300001, calls: []int64{1000}, want: 1000},
+		// The schedule moves to MaxLag behind, then the empty ticks up to
+		// now are caught up: the next one is due an interval from now.
+		{name: "late beyond MaxLag", calls: []int64{1000 + int64(time.Hour)}, want: 1000 + int64(time.Hour) + iv},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := mustNew(t, max(tt.bindings, 1), p, 1000)
+			for i := range tt.bindings {
+				if _, err := tab.Upsert(aor(i), "c", forever(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out []Event
+			for _, now := range tt.calls {
+				out = tab.Advance(now, out[:0])
+			}
+			if got := tab.NextDue(); got != tt.want {
+				t.Errorf("NextDue = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
