@@ -15,7 +15,7 @@ ARM64_ENV := CGO_ENABLED=0 GOOS=linux GOARCH=arm64
 .NOTPARALLEL:
 
 .PHONY: all build arm64 run test deps fmt vet test-host test-arm64 bench clean
-.PHONY: bench-load
+.PHONY: bench-load bench-go
 
 all: build
 
@@ -83,8 +83,14 @@ test-host:
 test-arm64:
 	$(ARM64_ENV) $(GO) test -short -timeout 30m -exec $(QEMU) ./...
 
-## bench: every benchmark, with allocations
-bench:
+## bench: SIPp call load through Kamailio 5.6 and sbcd side by side, sbcd/Kamailio
+## ratios in one table (bench/load.sh SUT=both; installs kamailio and sip-tester
+## when missing; ~13 min per run and SUT; RUNS=3 for medians)
+bench: build
+	SUT=$${SUT:-both} bash bench/load.sh
+
+## bench-go: every Go benchmark, with allocations
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 clean:

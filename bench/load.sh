@@ -1,41 +1,67 @@
 #!/usr/bin/env bash
-# bench/load.sh: SIPp load through sbcd on loopback (issue 3, DESIGN.md §10).
+# bench/load.sh: SIPp load through sbcd, and through Kamailio 5.6 side by side
+# with it, on loopback (issues 3 and 6, DESIGN.md §10).
 #
-# Usage (from the repository root; `make bench-load` builds bin/sbcd first):
-#   bash bench/load.sh
-#   RUNS=3 bash bench/load.sh                 # medians of 3 runs (~13 min per run)
+# Usage (from the repository root; `make bench` runs SUT=both, `make
+# bench-load` sbcd alone; both build bin/sbcd first):
+#   bash bench/load.sh                        # sbcd alone (SUT=sbcd)
+#   SUT=both RUNS=3 bash bench/load.sh        # kamailio then sbcd per run, ratios
+#   RUNS=3 bash bench/load.sh                 # medians of 3 runs (~13 min per run and SUT)
 #   PHASES="rate" RATES="500 1000" STEP_SECS=5 bash bench/load.sh   # quick pass
 #
 # SIPp caller (bench/sipp/uac.xml) -> system under test -> SIPp callee
-# (bench/sipp/uas.xml), all on 127.0.0.1, session timers on both legs
-# (Session-Expires 600), CDRs to a directory on disk. Phases:
+# (bench/sipp/uas.xml), all on 127.0.0.1, the same scenarios for every SUT.
+# The caller offers Session-Expires 600 (Min-SE 90), the callee answers
+# 600;refresher=uac. Systems under test (SUT=sbcd|kamailio|both):
+#   sbcd      the B2BUA with session timers on both legs (ttl 600, min_se 90)
+#             and CDRs to a directory on disk. Memory: VmRSS.
+#   kamailio  Kamailio 5.6 (Debian package, installed with apt-get when
+#             missing, INSTALL=1) with bench/kamailio/load.cfg: a stateful
+#             record-routing proxy, dialog + sst modules tracking every call
+#             (dialog timeout from Session-Expires, Session-Expires/Min-SE 90
+#             added when the caller asks for none, BYE on timeout), shared
+#             memory KAM_SHM_MB, private memory KAM_PKG_MB per process,
+#             KAM_CHILDREN UDP receivers. Memory: shared-memory real_used
+#             (kamcmd core.shmmem; "used" and the processes' total PSS are
+#             reported too). CPU: utime+stime summed over all its processes.
+#   both      per run kamailio, then sbcd, and a table of sbcd/kamailio ratios.
+# Phases:
 #   rate   step the call rate (RATES, STEP_SECS s each, 1-s calls); stop at the
 #          first step with >= FAIL_PCT % failed calls or where SIPp reaches
 #          < KEEPUP_PCT % of the offered rate. Per step: achieved rate,
 #          failed %, SUT CPU seconds (/proc/PID/stat utime+stime) and
-#          CPU us/call, SUT RSS.
-#   hold   for each N in HOLDS: fresh SUT, idle RSS, ramp N long calls
-#          (-d 300000) at HOLD_RATE calls/s, RSS when N are up and again after
-#          SETTLE_SECS s (past sipgo's 32 s transaction retention):
-#          (RSS - idle) / N bytes per call.
-#   churn  CHURN_RATE calls/s of 1-s calls for CHURN_SECS s; RSS every second
-#          during the load and AFTER_SECS s after it.
+#          CPU us/call, SUT memory (peak).
+#   hold   for each N in HOLDS: fresh SUT, idle memory, ramp N long calls
+#          (-d 300000) at HOLD_RATE calls/s, memory when N are up and again
+#          after SETTLE_SECS s (past sipgo's 32 s transaction retention,
+#          Kamailio's 5 s tm wait timer): (memory - idle) / N bytes per call.
+#   churn  CHURN_RATE calls/s of 1-s calls for CHURN_SECS s; memory every
+#          second during the load and AFTER_SECS s after it.
 # Output: key=value lines (summary.txt, medians over RUNS when RUNS > 1), a
 # human table, and raw logs under OUT (a temp dir on disk, printed at the end).
 #
-# Knobs (environment): SBCD, SIPP, RUNS, PHASES, RATES, STEP_SECS, CALL_MS,
-# FAIL_PCT, KEEPUP_PCT, HOLDS, HOLD_RATE, SETTLE_SECS, CHURN_RATE, CHURN_SECS,
-# AFTER_SECS, BASE_PORT, OUT.
-# Extending to another system under test (issue 6: Kamailio side by side):
-# add sut_start_<name>/sut_mem_<name> below and run with SUT=<name>; the
-# phases only use sut_start, SUT_PID, sut_mem_kb and sut_stop.
+# Knobs (environment): SUT, SBCD, SIPP, RUNS, PHASES, RATES, STEP_SECS,
+# CALL_MS, FAIL_PCT, KEEPUP_PCT, HOLDS, HOLD_RATE, SETTLE_SECS, CHURN_RATE,
+# CHURN_SECS, AFTER_SECS, BASE_PORT, OUT, SIPP_TRACE, REF_RATE (the rate of the headline
+# CPU-per-call ratio), KAM_SHM_MB, KAM_PKG_MB, KAM_CHILDREN, INSTALL.
+# Another system under test: add sut_start_<name>, sut_mem_<name>,
+# sut_stop_<name> and sut_kill_<name> below and run with SUT=<name>; the
+# phases use sut_start, sut_mem_kb, sut_ticks, sut_pss_kb, sut_stop and
+# sut_kill (SUT_PID: the main process, SUT_PIDS: every process whose CPU and
+# memory count).
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/bench/sipp"
+KAM_CFG="$ROOT/bench/kamailio/load.cfg"
 SUT=${SUT:-sbcd}
 SBCD=${SBCD:-$ROOT/bin/sbcd}
+KAM_SHM_MB=${KAM_SHM_MB:-1024} # 50,000 dialogs + transactions at the peak rate
+KAM_PKG_MB=${KAM_PKG_MB:-16}   # per process (default 8)
+KAM_CHILDREN=${KAM_CHILDREN:-4} # UDP receivers: 2 cores, shared with 2 SIPps
+INSTALL=${INSTALL:-1}
+REF_RATE=${REF_RATE:-1500}
 SIPP=${SIPP:-sipp}
 RUNS=${RUNS:-1}
 PHASES=${PHASES:-"rate hold churn"}
@@ -57,20 +83,35 @@ UAS_PORT=$((BASE_PORT + 2))
 MAX_CALLS=${MAX_CALLS:-60000}
 OUT=${OUT:-$(mktemp -d /var/tmp/sbcd-bench-load.XXXXXX)}
 SIPP_COMMON=(-i 127.0.0.1 -buff_size 4194304 -max_socket 16384 -nostdin -trace_err -trace_stat -fd 1)
+# SIPP_TRACE=1: every message both SIPps send and receive, in each step's
+# directory (*_messages.log; for tiny runs only)
+[ "${SIPP_TRACE:-0}" = 1 ] && SIPP_COMMON+=(-trace_msg)
 TCK=$(getconf CLK_TCK)
+
+case "$SUT" in
+both) SUTS="kamailio sbcd" ;;
+*) SUTS=$SUT ;;
+esac
+for s in $SUTS; do
+	case "$s" in sbcd | kamailio) ;; *) echo "SUT must be sbcd, kamailio or both" >&2; exit 2 ;; esac
+done
 
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # -t u1: one UDP socket per SIPp
 
 # ---- process bookkeeping: everything started is killed on exit ----------
+# PIDS: SIPp and timeout wrappers; SUT_PIDS: the running SUT's processes
+# (cleared once it has been stopped and reaped, so a recycled pid is never
+# signalled).
 PIDS=()
 SUT_PID=""
 SUT_TPID=""
+SUT_PIDS=()
 cleanup() {
 	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${SUT_PIDS[@]}" "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	sleep 1
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	for p in "${SUT_PIDS[@]}" "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -79,14 +120,67 @@ trap 'exit 130' INT TERM
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/load.log" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 
+# ---- prerequisites ---------------------------------------------------------
+# apt-get install (as bench/keepalive.sh), with services kept from starting
+# (policy-rc.d 101) so the package's own kamailio.service never runs; it is
+# also disabled if systemd is in charge.
+apt_install() {
+	[ "$INSTALL" = 1 ] || die "missing $* (INSTALL=0)"
+	[ "$(id -u)" = 0 ] || die "missing $*: run as root or install them"
+	log "installing $* with apt-get"
+	local prc=/usr/sbin/policy-rc.d made=0
+	if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod +x "$prc"; made=1; fi
+	local rc=0
+	timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
+		>"$OUT/apt.log" 2>&1 || rc=$?
+	[ "$made" = 1 ] && rm -f "$prc"
+	[ "$rc" = 0 ] || die "apt-get install $* failed (rc $rc): $(tail -3 "$OUT/apt.log")"
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+		timeout 30 systemctl disable --now kamailio >/dev/null 2>&1 || true
+	fi
+}
+need=()
+case " $SUTS " in *" kamailio "*) command -v kamailio >/dev/null && command -v kamcmd >/dev/null || need+=(kamailio) ;; esac
+command -v "$SIPP" >/dev/null || need+=(sip-tester)
+[ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
 command -v "$SIPP" >/dev/null || die "sipp not found (Debian package sip-tester)"
-[ -x "$SBCD" ] || die "$SBCD not built (make build)"
+case " $SUTS " in *" sbcd "*) [ -x "$SBCD" ] || die "$SBCD not built (make build)" ;; esac
+case " $SUTS " in *" kamailio "*)
+	if ! command -v kamailio >/dev/null || ! command -v kamcmd >/dev/null; then die "kamailio/kamcmd not found after install"; fi
+	[ -f "$KAM_CFG" ] || die "missing $KAM_CFG"
+	timeout 30 kamailio -c -f "$KAM_CFG" -l "udp:127.0.0.1:$SUT_PORT" >"$OUT/kamailio-check.txt" 2>&1 ||
+		die "kamailio -c rejects $KAM_CFG: $(grep -m3 -i error "$OUT/kamailio-check.txt")"
+	pgrep -x kamailio >/dev/null && log "note: other kamailio processes are running (not ours; left alone)"
+	;;
+esac
 for f in uac.xml uas.xml; do [ -f "$SCEN/$f" ] || die "missing $SCEN/$f"; done
+for p in "$SUT_PORT" "$UAC_PORT" "$UAS_PORT"; do
+	ss -Hlun "src 127.0.0.1:$p" 2>/dev/null | grep -q . && die "UDP 127.0.0.1:$p is in use (set BASE_PORT)"
+done
 
 # ---- /proc readings ------------------------------------------------------
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# sut_ticks: utime+stime summed over the SUT's processes (clock ticks; a
+# process that has gone counts 0)
+sut_ticks() {
+	local p s=0 t
+	for p in "${SUT_PIDS[@]}"; do
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		s=$((s + ${t:-0}))
+	done
+	echo "$s"
+}
+# sut_pss_kb: proportional set size summed over the SUT's processes
+# (Kamailio's shared memory counted once, not once per process as RSS would)
+sut_pss_kb() {
+	local p s=0 r
+	for p in "${SUT_PIDS[@]}"; do
+		r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+		s=$((s + ${r:-0}))
+	done
+	echo "$s"
+}
 # udp_drops PORT: datagrams the kernel dropped on the UDP socket bound to
 # 127.0.0.1:PORT (receive buffer full), from /proc/net/udp's drops column
 udp_drops() {
@@ -94,9 +188,20 @@ udp_drops() {
 }
 
 # ---- system under test ---------------------------------------------------
-# sut_start DIR: starts the SUT (bounded by LIMIT seconds), sets SUT_PID.
+# sut_start DIR LIMIT: starts the SUT (bounded by LIMIT seconds), sets
+# SUT_PID, SUT_TPID (its timeout wrapper) and SUT_PIDS.
 sut_start() { "sut_start_$SUT" "$@"; }
+# sut_mem_kb: the SUT's memory figure in kB (sbcd: VmRSS; kamailio: shm real_used)
 sut_mem_kb() { "sut_mem_$SUT"; }
+# sut_stop DIR: graceful stop (noted in DIR/stop.txt); sut_kill: at once, no
+# BYEs (after the hold phase, with the calls still up and SIPp gone)
+sut_stop() { "sut_stop_$SUT" "$@"; SUT_PID=""; SUT_TPID=""; SUT_PIDS=(); }
+sut_kill() { "sut_kill_$SUT"; SUT_PID=""; SUT_TPID=""; SUT_PIDS=(); }
+# sut_note KEYPREFIX: extra memory readings (put KEYPREFIX.<what>)
+sut_note() {
+	put "$1.pss_kb" "$(sut_pss_kb)"
+	if declare -F "sut_note_$SUT" >/dev/null; then "sut_note_$SUT" "$1"; fi
+}
 
 sut_start_sbcd() {
 	local dir=$1 limit=$2
@@ -136,7 +241,7 @@ EOF
 		sleep 0.05
 	done
 	[ -n "$SUT_PID" ] || die "sbcd did not start: $(tail -5 "$dir/sbcd.log")"
-	PIDS+=("$SUT_PID")
+	SUT_PIDS=("$SUT_PID") # one process: /proc/PID/stat counts all its threads
 	for i in $(seq 50); do
 		alive "$SUT_PID" || die "sbcd exited at start: $(tail -5 "$dir/sbcd.log")"
 		if ss -Hlun "sport = :$SUT_PORT" | grep -q .; then return 0; fi
@@ -145,11 +250,12 @@ EOF
 	die "sbcd not listening on 127.0.0.1:$SUT_PORT after 5 s"
 }
 sut_mem_sbcd() { rss_kb "$SUT_PID"; }
+sut_kill_sbcd() { kill -KILL "$SUT_PID" 2>/dev/null || true; wait "$SUT_TPID" 2>/dev/null || true; }
 
-# sut_stop DIR: SIGTERM, up to 45 s, then SIGQUIT and SIGKILL (noted in DIR/stop.txt).
-sut_stop() {
+# sut_stop_sbcd DIR: SIGTERM, up to 45 s, then SIGQUIT and SIGKILL (noted in DIR/stop.txt).
+sut_stop_sbcd() {
 	local dir=$1 i
-	alive "$SUT_PID" || { echo "sut already gone" >"$dir/stop.txt"; return 0; }
+	alive "$SUT_PID" || { echo "sut already gone" >"$dir/stop.txt"; wait "$SUT_TPID" 2>/dev/null || true; return 0; }
 	kill -TERM "$SUT_PID" 2>/dev/null || true
 	# sbcd's Shutdown BYEs what is up and waits up to 40 s (Timer F) for its
 	# pending transactions; 45 s tells that wait from a hang
@@ -162,6 +268,87 @@ sut_stop() {
 	kill -QUIT "$SUT_PID" 2>/dev/null || true
 	sleep 2
 	kill -KILL "$SUT_PID" 2>/dev/null || true
+	wait "$SUT_TPID" 2>/dev/null || true
+}
+
+# Kamailio: bench/kamailio/load.cfg, in the foreground (-DD: the main process
+# stays our child, -E: log to stderr), its binrpc socket in DIR/run/ctl.
+kam_ctl() { timeout 5 kamcmd -s "unix:$KAM_RUN/ctl" "$@" 2>/dev/null; }
+KAM_RUN=""
+sut_start_kamailio() {
+	local dir=$1 limit=$2
+	KAM_RUN="$dir/run"
+	mkdir -p "$KAM_RUN"
+	timeout -s KILL "$limit" kamailio -f "$KAM_CFG" -DD -E -l "udp:127.0.0.1:$SUT_PORT" \
+		-m "$KAM_SHM_MB" -M "$KAM_PKG_MB" -n "$KAM_CHILDREN" -Y "$KAM_RUN" -w "$KAM_RUN" -P "$KAM_RUN/kamailio.pid" \
+		-A "CTL_SOCK=\"unix:$KAM_RUN/ctl\"" -A "UAS_PORT=$UAS_PORT" \
+		-A "UAS_URI=\"sip:127.0.0.1:$UAS_PORT\"" -A "UAC_URI=\"sip:127.0.0.1:$UAC_PORT\"" \
+		>"$dir/kamailio.log" 2>&1 &
+	SUT_TPID=$!
+	PIDS+=("$SUT_TPID")
+	local i
+	SUT_PID=""
+	for i in $(seq 100); do
+		SUT_PID=$(pgrep -P "$SUT_TPID" | head -1 || true)
+		[ -n "$SUT_PID" ] && break
+		sleep 0.05
+	done
+	[ -n "$SUT_PID" ] || die "kamailio did not start: $(tail -5 "$dir/kamailio.log")"
+	SUT_PIDS=("$SUT_PID")
+	for i in $(seq 100); do
+		alive "$SUT_PID" || die "kamailio exited at start: $(tail -5 "$dir/kamailio.log")"
+		if ss -Hlun "sport = :$SUT_PORT" | grep -q . && [ -S "$KAM_RUN/ctl" ]; then break; fi
+		sleep 0.1
+	done
+	ss -Hlun "sport = :$SUT_PORT" | grep -q . || die "kamailio not listening on 127.0.0.1:$SUT_PORT after 10 s"
+	# every forked process (receivers, timers, ctl, dialog/tm timers)
+	local n=0 prev=-1
+	for i in $(seq 50); do
+		n=$(pgrep -c -P "$SUT_PID" || true)
+		[ "$n" -gt 0 ] && [ "$n" = "$prev" ] && break
+		prev=$n
+		sleep 0.2
+	done
+	mapfile -t SUT_PIDS < <(echo "$SUT_PID"; pgrep -P "$SUT_PID")
+	kam_ctl core.psx >"$dir/processes.txt" || true
+}
+# kam_shm FIELD: a field of core.shmmem in kB (used, real_used, max_used, free)
+kam_shm() { kam_ctl core.shmmem | awk -v f="$1" '$1 == f ":" { printf "%d\n", $2 / 1024; found = 1 } END { if (!found) print 0 }'; }
+sut_mem_kamailio() { kam_shm real_used; }
+sut_note_kamailio() {
+	local out
+	out=$(kam_ctl core.shmmem || true)
+	put "$1.shm_used_kb" "$(echo "$out" | awk '$1 == "used:" { printf "%d", $2 / 1024 }')"
+	put "$1.shm_real_used_kb" "$(echo "$out" | awk '$1 == "real_used:" { printf "%d", $2 / 1024 }')"
+	put "$1.shm_max_used_kb" "$(echo "$out" | awk '$1 == "max_used:" { printf "%d", $2 / 1024 }')"
+	put "$1.dlg_active" "$(kam_ctl dlg.stats_active | awk '$1 == "all:" { print $2 }')"
+}
+sut_kill_kamailio() {
+	kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true
+	wait "$SUT_TPID" 2>/dev/null || true
+}
+# sut_stop_kamailio DIR: SIGTERM to the main process (it stops its children),
+# up to 15 s, then SIGKILL to every process (noted in DIR/stop.txt)
+sut_stop_kamailio() {
+	local dir=$1 i
+	if ! alive "$SUT_PID"; then
+		echo "sut already gone" >"$dir/stop.txt"
+		kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true
+		wait "$SUT_TPID" 2>/dev/null || true
+		return 0
+	fi
+	kill -TERM "$SUT_PID" 2>/dev/null || true
+	for i in $(seq 150); do
+		alive "$SUT_PID" || break
+		sleep 0.1
+	done
+	if alive "$SUT_PID"; then
+		echo "did not exit within 15 s of SIGTERM: SIGKILL" >"$dir/stop.txt"
+	else
+		echo "exited $((i / 10)).$((i % 10)) s after SIGTERM" >"$dir/stop.txt"
+	fi
+	sleep 0.3
+	kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true # stray children
 	wait "$SUT_TPID" 2>/dev/null || true
 }
 
@@ -194,6 +381,18 @@ uac_start() {
 	PIDS+=("$UAC_PID")
 }
 
+# late_1xx ERRFILE: calls the SIPp caller aborted because a provisional
+# response arrived after the 2xx it had already ACKed. A proxy relays the
+# callee's 180 and 200 from different receiver processes and can reorder them
+# (Kamailio does, a few per thousand calls at 500/s); the call itself was set
+# up (and SIPp BYEs it), and a UA discards such a 1xx, but uac.xml (the same
+# for every SUT) has no place for it after the ACK. Counted apart, not as a
+# failure of the SUT: failed_pct excludes them, failed_pct_sipp is SIPp's view.
+late_1xx() {
+	[ -s "$1" ] || { echo 0; return; }
+	grep -c "Aborting call on unexpected message.*received 'SIP/2.0 1[0-9][0-9] " "$1" || true
+}
+
 # sstat FILE COLUMN: the last row's value of a SIPp -trace_stat column
 sstat() {
 	[ -s "$1" ] || { echo 0; return; }
@@ -213,20 +412,20 @@ achieved_rate() {
 
 # ---- summary ---------------------------------------------------------------
 SUMMARY=""
-put() { echo "$1=$2" >>"$SUMMARY"; }
+put() { echo "$SUT.$1=$2" >>"$SUMMARY"; }
 calc() { awk "BEGIN { printf \"$1\n\", ($2) }"; }
 
 # ---- phase 1: rate steps ---------------------------------------------------
 phase_rate() {
 	local run=$1 rate best=0 best_ach=0 stopped="none"
 	for rate in $RATES; do
-		local d="$OUT/run$run/rate_$rate" calls=$((rate * STEP_SECS))
+		local d="$OUT/run$run/$SUT/rate_$rate" calls=$((rate * STEP_SECS))
 		mkdir -p "$d"
-		log "run $run rate $rate calls/s: $calls calls of ${CALL_MS} ms"
+		log "run $run $SUT rate $rate calls/s: $calls calls of ${CALL_MS} ms"
 		sut_start "$d" $((STEP_SECS + 120))
 		uas_start "$d" $((STEP_SECS + 90))
 		local rss0 c0 c1 t_start t_end
-		rss0=$(sut_mem_kb); c0=$(cpu_ticks "$SUT_PID"); t_start=$(date +%s.%N)
+		rss0=$(sut_mem_kb); c0=$(sut_ticks); t_start=$(date +%s.%N)
 		local peak=$rss0 r
 		uac_start "$d" $((STEP_SECS * 3 + 30)) "$rate" "$calls" $((rate * 3 > 1000 ? rate * 3 : 1000)) "$CALL_MS"
 		while alive "$UAC_PID"; do
@@ -235,19 +434,22 @@ phase_rate() {
 		done
 		local uac_rc=0; wait "$UAC_PID" 2>/dev/null || uac_rc=$?
 		t_end=$(date +%s.%N)
-		c1=$(cpu_ticks "$SUT_PID"); r=$(sut_mem_kb)
+		c1=$(sut_ticks); r=$(sut_mem_kb)
+		sut_note "rate.$rate.end"
 		local sut_alive=1; alive "$SUT_PID" || sut_alive=0
 		local drops_sut drops_uas drops_uac
 		drops_sut=$(udp_drops "$SUT_PORT"); drops_uas=$(udp_drops "$UAS_PORT"); drops_uac=$(udp_drops "$UAC_PORT")
 		sut_stop "$d"
 		uas_stop
-		local ok failed created ach fpct cpus cpucall
+		local ok failed created ach fpct fpct_sipp late cpus cpucall
 		ok=$(sstat "$d/uac_stat.csv" 'SuccessfulCall(C)')
+		late=$(late_1xx "$d/uac_err.log")
 		failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
 		created=$(sstat "$d/uac_stat.csv" 'OutgoingCall(C)')
 		ach=$(achieved_rate "$d/uac_stat.csv" "$calls")
 		# calls never created or never finished (SIPp killed) count as failed
-		fpct=$(calc "%.3f" "($calls - $ok) * 100 / $calls")
+		fpct_sipp=$(calc "%.3f" "($calls - $ok) * 100 / $calls")
+		fpct=$(calc "%.3f" "($calls - $ok - $late) * 100 / $calls")
 		cpus=$(calc "%.2f" "($c1 - $c0) / $TCK")
 		cpucall=$(calc "%.1f" "$ok > 0 ? ($c1 - $c0) / $TCK * 1e6 / $ok : 0")
 		put "rate.$rate.offered" "$rate"
@@ -257,17 +459,21 @@ phase_rate() {
 		put "rate.$rate.successful" "$ok"
 		put "rate.$rate.failed_sipp" "$failed"
 		put "rate.$rate.failed_pct" "$fpct"
+		put "rate.$rate.failed_pct_sipp" "$fpct_sipp"
+		put "rate.$rate.late_1xx_aborts" "$late"
 		put "rate.$rate.sut_cpu_s" "$cpus"
 		put "rate.$rate.cpu_us_per_call" "$cpucall"
-		put "rate.$rate.rss_peak_kb" "$peak"
-		put "rate.$rate.rss_end_kb" "$r"
+		put "rate.$rate.mem_peak_kb" "$peak"
+		put "rate.$rate.mem_end_kb" "$r"
+		put "rate.$rate.secs" "$(calc "%.1f" "$t_end - $t_start")"
 		put "rate.$rate.uac_exit" "$uac_rc"
 		put "rate.$rate.udp_drops_sut" "$drops_sut"
 		put "rate.$rate.udp_drops_sipp" "$((drops_uas + drops_uac))"
 		put "rate.$rate.sut_stop" "$(grep -q '^exited' "$d/stop.txt" && echo clean || echo hung)"
-		put "rate.$rate.cdr_not_caller_bye" "$(cat "$d"/cdr/*.csv 2>/dev/null | awk -F, 'NR > 1 && $10 != "end_reason" && $10 != "caller_bye"' | wc -l)"
-		log "  achieved $ach/s, ok $ok/$calls, failed $fpct %, cpu ${cpus}s = ${cpucall} us/call, rss peak $peak kB, uac exit $uac_rc, udp drops sbcd $drops_sut sipp $((drops_uas + drops_uac)), sbcd $(cat "$d/stop.txt")"
-		if [ "$sut_alive" -eq 0 ]; then stopped="sut_died_at_$rate"; log "  SUT DIED: $(tail -3 "$d/sbcd.log")"; break; fi
+		[ "$SUT" = kamailio ] && put "rate.$rate.kamailio_oom_lines" "$(grep -ci 'no more \(shm\|pkg\)\|out of memory' "$d/kamailio.log" || true)"
+		[ "$SUT" = sbcd ] && put "rate.$rate.cdr_not_caller_bye" "$(cat "$d"/cdr/*.csv 2>/dev/null | awk -F, 'NR > 1 && $10 != "end_reason" && $10 != "caller_bye"' | wc -l)"
+		log "  achieved $ach/s, ok $ok/$calls, failed $fpct % (SIPp: $fpct_sipp %, $late late-1xx aborts), cpu ${cpus}s = ${cpucall} us/call, mem peak $peak kB, uac exit $uac_rc, udp drops $SUT $drops_sut sipp $((drops_uas + drops_uac)), $SUT $(cat "$d/stop.txt")"
+		if [ "$sut_alive" -eq 0 ]; then stopped="sut_died_at_$rate"; log "  SUT DIED: $(tail -3 "$d/$SUT.log")"; break; fi
 		if awk "BEGIN { exit !($fpct >= $FAIL_PCT) }"; then stopped="failures_at_$rate"; break; fi
 		best=$rate; best_ach=$ach
 		if awk "BEGIN { exit !($ach < $rate * $KEEPUP_PCT / 100) }"; then stopped="sipp_behind_at_$rate"; break; fi
@@ -281,12 +487,13 @@ phase_rate() {
 phase_hold() {
 	local run=$1 n
 	for n in $HOLDS; do
-		local d="$OUT/run$run/hold_$n" ramp=$((n / HOLD_RATE + 1))
+		local d="$OUT/run$run/$SUT/hold_$n" ramp=$((n / HOLD_RATE + 1))
 		mkdir -p "$d"
-		log "run $run hold $n calls (ramp ${HOLD_RATE}/s)"
+		log "run $run $SUT hold $n calls (ramp ${HOLD_RATE}/s)"
 		sut_start "$d" $((ramp * 3 + SETTLE_SECS + 150))
 		sleep 3
 		local idle; idle=$(sut_mem_kb)
+		sut_note "hold.$n.idle"
 		uas_start "$d" $((ramp * 3 + SETTLE_SECS + 90))
 		uac_start "$d" $((ramp * 3 + SETTLE_SECS + 60)) "$HOLD_RATE" "$n" "$n" 300000
 		local t=0 cur=0 up=0 lim=$((ramp * 3 + 30))
@@ -298,16 +505,18 @@ phase_hold() {
 			if [ "$cur" -ge "$n" ]; then up=$t; break; fi
 		done
 		sleep 5 # let the last 2xx/ACKs through
-		local failed reached rss_up rss_set cur_calls
+		local failed rss_up rss_set cur_calls
 		failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
 		cur_calls=$(sstat "$d/uac_stat.csv" 'CurrentCall')
 		rss_up=$(sut_mem_kb)
-		echo "t_s rss_kb" >"$d/rss.txt"
+		sut_note "hold.$n.up"
+		echo "t_s mem_kb" >"$d/mem.txt"
 		local s
 		for s in $(seq "$SETTLE_SECS"); do
-			echo "$s $(sut_mem_kb)" >>"$d/rss.txt"; sleep 1
+			echo "$s $(sut_mem_kb)" >>"$d/mem.txt"; sleep 1
 		done
 		rss_set=$(sut_mem_kb)
+		sut_note "hold.$n.settled"
 		failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
 		cur_calls=$(sstat "$d/uac_stat.csv" 'CurrentCall')
 		local sut_alive=1; alive "$SUT_PID" || sut_alive=0
@@ -316,89 +525,125 @@ phase_hold() {
 		uas_stop
 		# calls are still up in sbcd: SIGTERM would BYE all of them towards
 		# dead SIPps; stop it hard between phases
-		kill -KILL "$SUT_PID" 2>/dev/null || true; wait "$SUT_TPID" 2>/dev/null || true
+		sut_kill
 		put "hold.$n.target" "$n"
 		put "hold.$n.established" "$cur_calls"
 		put "hold.$n.failed_sipp" "$failed"
+		put "hold.$n.late_1xx_aborts" "$(late_1xx "$d/uac_err.log")"
 		put "hold.$n.ramp_s" "$up"
-		put "hold.$n.rss_idle_kb" "$idle"
-		put "hold.$n.rss_up_kb" "$rss_up"
-		put "hold.$n.rss_settled_kb" "$rss_set"
+		put "hold.$n.mem_idle_kb" "$idle"
+		put "hold.$n.mem_up_kb" "$rss_up"
+		put "hold.$n.mem_settled_kb" "$rss_set"
 		put "hold.$n.bytes_per_call_up" "$(calc "%.0f" "$cur_calls > 0 ? ($rss_up - $idle) * 1024 / $cur_calls : 0")"
 		put "hold.$n.bytes_per_call_settled" "$(calc "%.0f" "$cur_calls > 0 ? ($rss_set - $idle) * 1024 / $cur_calls : 0")"
+		local pi ps
+		pi=$(awk -F= -v k="$SUT.hold.$n.idle.pss_kb" '$1 == k { v = $2 } END { print v + 0 }' "$SUMMARY")
+		ps=$(awk -F= -v k="$SUT.hold.$n.settled.pss_kb" '$1 == k { v = $2 } END { print v + 0 }' "$SUMMARY")
+		put "hold.$n.pss_bytes_per_call_settled" "$(calc "%.0f" "$cur_calls > 0 ? ($ps - $pi) * 1024 / $cur_calls : 0")"
 		put "hold.$n.sut_alive" "$sut_alive"
-		log "  established $cur_calls/$n (failed $failed) in ${up}s; rss idle $idle, up $rss_up, after ${SETTLE_SECS}s $rss_set kB"
-		[ "$sut_alive" -eq 1 ] || log "  SUT DIED: $(tail -3 "$d/sbcd.log")"
+		log "  established $cur_calls/$n (failed $failed) in ${up}s; mem idle $idle, up $rss_up, after ${SETTLE_SECS}s $rss_set kB; pss idle $pi, settled $ps kB"
+		[ "$sut_alive" -eq 1 ] || log "  SUT DIED: $(tail -3 "$d/$SUT.log")"
 	done
 }
 
 # ---- phase 3: churn --------------------------------------------------------
 phase_churn() {
-	local run=$1 d="$OUT/run$run/churn" calls=$((CHURN_RATE * CHURN_SECS))
+	local run=$1
+	local d="$OUT/run$run/$SUT/churn" calls=$((CHURN_RATE * CHURN_SECS))
 	mkdir -p "$d"
-	log "run $run churn ${CHURN_RATE}/s of ${CALL_MS}-ms calls for ${CHURN_SECS}s, then ${AFTER_SECS}s idle"
+	log "run $run $SUT churn ${CHURN_RATE}/s of ${CALL_MS}-ms calls for ${CHURN_SECS}s, then ${AFTER_SECS}s idle"
 	sut_start "$d" $((CHURN_SECS * 2 + AFTER_SECS + 150))
 	sleep 3
-	local idle peak c0 c1 t=0 r
-	idle=$(sut_mem_kb); peak=$idle; c0=$(cpu_ticks "$SUT_PID")
+	local idle peak c0 c1 t=0 r p pss_idle pss_peak
+	idle=$(sut_mem_kb); peak=$idle; c0=$(sut_ticks)
+	pss_idle=$(sut_pss_kb); pss_peak=$pss_idle
 	uas_start "$d" $((CHURN_SECS * 2 + AFTER_SECS + 60))
 	uac_start "$d" $((CHURN_SECS * 2 + 30)) "$CHURN_RATE" "$calls" $((CHURN_RATE * 3)) "$CALL_MS"
-	echo "t_s phase rss_kb" >"$d/rss.txt"
+	echo "t_s phase mem_kb pss_kb" >"$d/mem.txt"
 	while alive "$UAC_PID"; do
-		r=$(sut_mem_kb); echo "$t load $r" >>"$d/rss.txt"; [ "$r" -gt "$peak" ] && peak=$r
+		r=$(sut_mem_kb); p=$(sut_pss_kb); echo "$t load $r $p" >>"$d/mem.txt"
+		[ "${r:-0}" -gt "$peak" ] && peak=$r
+		[ "${p:-0}" -gt "$pss_peak" ] && pss_peak=$p
 		sleep 1; t=$((t + 1))
 	done
 	local uac_rc=0; wait "$UAC_PID" 2>/dev/null || uac_rc=$?
-	c1=$(cpu_ticks "$SUT_PID")
+	c1=$(sut_ticks)
 	local rss_end; rss_end=$(sut_mem_kb)
 	local s
 	for s in $(seq "$AFTER_SECS"); do
-		sleep 1; r=$(sut_mem_kb); echo "$((t + s)) after $r" >>"$d/rss.txt"; [ "$r" -gt "$peak" ] && peak=$r
+		sleep 1; r=$(sut_mem_kb); p=$(sut_pss_kb); echo "$((t + s)) after $r $p" >>"$d/mem.txt"
+		[ "${r:-0}" -gt "$peak" ] && peak=$r
+		[ "${p:-0}" -gt "$pss_peak" ] && pss_peak=$p
 	done
 	local rss_after; rss_after=$(sut_mem_kb)
 	local sut_alive=1; alive "$SUT_PID" || sut_alive=0
 	local drops_sut; drops_sut=$(udp_drops "$SUT_PORT")
 	sut_stop "$d"
 	uas_stop
-	local ok failed ach
+	local ok failed ach late
 	ok=$(sstat "$d/uac_stat.csv" 'SuccessfulCall(C)')
+	late=$(late_1xx "$d/uac_err.log")
 	failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
 	ach=$(achieved_rate "$d/uac_stat.csv" "$calls")
 	put "churn.offered" "$CHURN_RATE"
 	put "churn.achieved" "$ach"
 	put "churn.calls" "$calls"
 	put "churn.successful" "$ok"
-	put "churn.failed_pct" "$(calc "%.3f" "($calls - $ok) * 100 / $calls")"
+	put "churn.failed_pct" "$(calc "%.3f" "($calls - $ok - $late) * 100 / $calls")"
+	put "churn.failed_pct_sipp" "$(calc "%.3f" "($calls - $ok) * 100 / $calls")"
+	put "churn.late_1xx_aborts" "$late"
 	put "churn.cpu_us_per_call" "$(calc "%.1f" "$ok > 0 ? ($c1 - $c0) / $TCK * 1e6 / $ok : 0")"
-	put "churn.rss_idle_kb" "$idle"
-	put "churn.rss_peak_kb" "$peak"
-	put "churn.rss_end_load_kb" "$rss_end"
-	put "churn.rss_after_${AFTER_SECS}s_kb" "$rss_after"
+	put "churn.mem_idle_kb" "$idle"
+	put "churn.mem_peak_kb" "$peak"
+	put "churn.mem_end_load_kb" "$rss_end"
+	put "churn.mem_after_${AFTER_SECS}s_kb" "$rss_after"
 	put "churn.growth_peak_mb" "$(calc "%.1f" "($peak - $idle) / 1024")"
+	put "churn.pss_idle_kb" "$pss_idle"
+	put "churn.pss_peak_kb" "$pss_peak"
+	put "churn.pss_growth_peak_mb" "$(calc "%.1f" "($pss_peak - $pss_idle) / 1024")"
 	put "churn.sut_alive" "$sut_alive"
 	put "churn.udp_drops_sut" "$drops_sut"
 	put "churn.sut_stop" "$(grep -q '^exited' "$d/stop.txt" && echo clean || echo hung)"
-	log "  ok $ok/$calls (failed $failed), achieved $ach/s; rss idle $idle, peak $peak, end $rss_end, +${AFTER_SECS}s $rss_after kB; sbcd $(cat "$d/stop.txt")"
+	log "  ok $ok/$calls (failed $failed, of which $late late-1xx aborts), achieved $ach/s; mem idle $idle, peak $peak, end $rss_end, +${AFTER_SECS}s $rss_after kB; pss idle $pss_idle, peak $pss_peak kB; $SUT $(cat "$d/stop.txt")"
 }
 
 # ---- runs, medians, table --------------------------------------------------
-{
-	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-	echo "cores=$(nproc)"
-	echo "ram=$(free -g | awk '/^Mem:/{print $2" GiB"}')"
-	echo "kernel=$(uname -r)"
-	echo "go=$(/usr/local/go/bin/go version 2>/dev/null | awk '{print $3}')"
-	echo "sipp=$("$SIPP" -v 2>&1 | grep -o 'v[0-9.]*[^ ]*' | head -1)"
-	echo "sut=$SUT $("$SBCD" version 2>/dev/null || true)"
-} >"$OUT/machine.txt"
+# REPORT_ONLY=1 OUT=DIR: no runs, the report again from DIR's run*/summary.txt
+if [ "${REPORT_ONLY:-0}" = 1 ]; then
+	ls "$OUT"/run*/summary.txt >/dev/null 2>&1 || die "REPORT_ONLY: no $OUT/run*/summary.txt"
+	RUNS=$(find "$OUT" -maxdepth 1 -name 'run*' -type d | wc -l)
+else
+	{
+		echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+		echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+		echo "cores=$(nproc)"
+		echo "ram=$(free -g | awk '/^Mem:/{print $2" GiB"}')"
+		echo "kernel=$(uname -r)"
+		echo "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "go=$(/usr/local/go/bin/go version 2>/dev/null | awk '{print $3}')"
+		echo "sipp=$("$SIPP" -v 2>&1 | grep -o 'v[0-9.]*[^ ]*' | head -1)"
+		echo "suts=$SUTS"
+		case " $SUTS " in *" sbcd "*) echo "sbcd=$("$SBCD" version 2>/dev/null || true)" ;; esac
+		case " $SUTS " in *" kamailio "*)
+			echo "kamailio=$(kamailio -v 2>/dev/null | sed -n 's/^version: //p' | head -1)"
+			echo "kamailio_opts=-m $KAM_SHM_MB -M $KAM_PKG_MB -n $KAM_CHILDREN -f bench/kamailio/load.cfg"
+			;;
+		esac
+		echo "mem=sbcd: VmRSS; kamailio: shared memory real_used (kamcmd core.shmmem); pss: PSS summed over the SUT's processes"
+	} >"$OUT/machine.txt"
 
-for run in $(seq "$RUNS"); do
-	mkdir -p "$OUT/run$run"
-	SUMMARY="$OUT/run$run/summary.txt"
-	: >"$SUMMARY"
-	for ph in $PHASES; do "phase_$ph" "$run"; done
-done
+	log "load bench: SUT=$SUT ($SUTS) phases '$PHASES' runs $RUNS; out $OUT"
+	for run in $(seq "$RUNS"); do
+		mkdir -p "$OUT/run$run"
+		SUMMARY="$OUT/run$run/summary.txt"
+		: >"$SUMMARY"
+		for SUT in $SUTS; do
+			mkdir -p "$OUT/run$run/$SUT"
+			for ph in $PHASES; do "phase_$ph" "$run"; done
+		done
+		echo "loadavg_after_run$run=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+	done
+fi
 
 # median per key over the runs that have it (numeric keys); first value otherwise
 awk -F= '{ k = $1; v = substr($0, length(k) + 2)
@@ -414,6 +659,105 @@ awk -F= '{ k = $1; v = substr($0, length(k) + 2)
 
 S="$OUT/summary.txt"
 g() { awk -F= -v k="$1" '$1 == k { print substr($0, length(k) + 2) }' "$S"; }
+mb() { local v; v=$(g "$1"); [ -n "$v" ] && calc "%.1f" "$v / 1024" || echo "-"; }
+# ratio NUM DEN: NUM/DEN with 2 decimals, "-" when either is missing or DEN is 0
+ratio() { if [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN { exit !($2 != 0) }"; then calc "%.2f" "$1 / $2"; else echo "-"; fi; }
+# rate_ok SUT RATE: the step ran and had < FAIL_PCT % failed calls
+rate_ok() { local f; f=$(g "$1.rate.$2.failed_pct"); [ -n "$f" ] && awk "BEGIN { exit !($f < $FAIL_PCT) }"; }
+mem_label() { [ "$1" = kamailio ] && echo "shm" || echo "rss"; }
+report_sut() {
+	local s=$1 m; m=$(mem_label "$s")
+	if grep -q "^$s\.rate\." "$S"; then
+		echo "== $s: call rate (${CALL_MS}-ms calls, ${STEP_SECS} s per step; mem = $m) =="
+		printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-8s\n' offered achieved failed% sipp_fail% late_1xx sut_cpu_s cpu_us/call "${m}_MB"
+		for rate in $RATES; do
+			[ -n "$(g "$s.rate.$rate.offered")" ] || continue
+			printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-8s\n' "$rate" "$(g "$s.rate.$rate.achieved")" "$(g "$s.rate.$rate.failed_pct")" \
+				"$(g "$s.rate.$rate.failed_pct_sipp")" "$(g "$s.rate.$rate.late_1xx_aborts")" \
+				"$(g "$s.rate.$rate.sut_cpu_s")" "$(g "$s.rate.$rate.cpu_us_per_call")" "$(mb "$s.rate.$rate.mem_peak_kb")"
+		done
+		echo "(failed% = calls not completed, less late_1xx: calls SIPp aborted on a 1xx relayed after the 2xx; sipp_fail% counts them)"
+		echo "highest offered rate with < ${FAIL_PCT} % failed: $(g "$s.rate.highest_ok_offered") (achieved $(g "$s.rate.highest_ok_achieved")); stop: $(g "$s.rate.stop_reason")"
+		echo
+	fi
+	if grep -q "^$s\.hold\." "$S"; then
+		echo "== $s: memory per established call (mem = $m; pss = all its processes) =="
+		printf '%-8s %-12s %-9s %-9s %-11s %-10s %-14s %-14s\n' target established idle_MB up_MB settled_MB B/call_up B/call_settled pss_B/call_set
+		for n in $HOLDS; do
+			[ -n "$(g "$s.hold.$n.target")" ] || continue
+			printf '%-8s %-12s %-9s %-9s %-11s %-10s %-14s %-14s\n' "$n" "$(g "$s.hold.$n.established")" \
+				"$(mb "$s.hold.$n.mem_idle_kb")" "$(mb "$s.hold.$n.mem_up_kb")" "$(mb "$s.hold.$n.mem_settled_kb")" \
+				"$(g "$s.hold.$n.bytes_per_call_up")" "$(g "$s.hold.$n.bytes_per_call_settled")" "$(g "$s.hold.$n.pss_bytes_per_call_settled")"
+		done
+		for n in $HOLDS; do
+			[ -n "$(g "$s.hold.$n.target")" ] || continue
+			if [ "$s" = kamailio ]; then
+				echo "  $n: dialogs active (dlg.stats_active) when up $(g "$s.hold.$n.up.dlg_active"), settled $(g "$s.hold.$n.settled.dlg_active");" \
+					"shm used/real_used settled $(mb "$s.hold.$n.settled.shm_used_kb")/$(mb "$s.hold.$n.settled.shm_real_used_kb") MB;" \
+					"failed $(g "$s.hold.$n.failed_sipp") (late-1xx aborts $(g "$s.hold.$n.late_1xx_aborts"))"
+			else
+				echo "  $n: failed $(g "$s.hold.$n.failed_sipp") (late-1xx aborts $(g "$s.hold.$n.late_1xx_aborts"))"
+			fi
+		done
+		echo
+	fi
+	if grep -q "^$s\.churn\." "$S"; then
+		echo "== $s: churn (${CHURN_RATE}/s of ${CALL_MS}-ms calls for ${CHURN_SECS} s; mem = $m) =="
+		printf '%-9s %-8s %-10s %-8s %-8s %-8s %-9s %-12s %-11s %-11s %-11s\n' achieved failed% sipp_fail% late_1xx idle_MB peak_MB end_MB "+${AFTER_SECS}s_MB" growth_MB pss_grow_MB cpu_us/call
+		printf '%-9s %-8s %-10s %-8s %-8s %-8s %-9s %-12s %-11s %-11s %-11s\n' "$(g "$s.churn.achieved")" "$(g "$s.churn.failed_pct")" \
+			"$(g "$s.churn.failed_pct_sipp")" "$(g "$s.churn.late_1xx_aborts")" \
+			"$(mb "$s.churn.mem_idle_kb")" "$(mb "$s.churn.mem_peak_kb")" "$(mb "$s.churn.mem_end_load_kb")" \
+			"$(mb "$s.churn.mem_after_${AFTER_SECS}s_kb")" "$(g "$s.churn.growth_peak_mb")" "$(g "$s.churn.pss_growth_peak_mb")" \
+			"$(g "$s.churn.cpu_us_per_call")"
+		echo
+	fi
+}
+# the side-by-side table: sbcd / kamailio
+report_ratios() {
+	local k=kamailio b=sbcd rate common="" ref=""
+	echo "== sbcd / kamailio (medians of $RUNS run(s); DESIGN.md §10 targets) =="
+	printf '%-44s %-12s %-12s %-8s %s\n' measure kamailio sbcd ratio target
+	if grep -q '^sbcd\.rate\.' "$S" && grep -q '^kamailio\.rate\.' "$S"; then
+		for rate in $RATES; do
+			if ! rate_ok $k "$rate" || ! rate_ok $b "$rate"; then continue; fi
+			common=$rate
+			[ "$rate" = "$REF_RATE" ] && ref=$rate
+			printf '%-44s %-12s %-12s %-8s %s\n' "CPU us/call at $rate/s" "$(g "$k.rate.$rate.cpu_us_per_call")" \
+				"$(g "$b.rate.$rate.cpu_us_per_call")" "$(ratio "$(g "$b.rate.$rate.cpu_us_per_call")" "$(g "$k.rate.$rate.cpu_us_per_call")")" \
+				"$([ "$rate" = "${ref:-x}" ] && echo '<= 0.5 (headline)' || echo '<= 0.5')"
+		done
+		[ -n "$common" ] || echo "CPU per call: no rate with < ${FAIL_PCT} % failed calls for both"
+		[ -n "$ref" ] || [ -z "$common" ] || echo "(REF_RATE $REF_RATE not passed by both: compare at $common/s, the highest both passed)"
+		local hk hb top=""
+		hk=$(g "$k.rate.highest_ok_offered"); hb=$(g "$b.rate.highest_ok_offered")
+		for rate in $RATES; do top=$rate; done
+		printf '%-44s %-12s %-12s %-8s %s\n' "highest rate, < ${FAIL_PCT} % failed (calls/s)" "$hk" "$hb" "$(ratio "$hb" "$hk")" \
+			">= 1$([ "$hk" = "$top" ] || [ "$hb" = "$top" ] && echo " (ladder top $top reached: a floor)")"
+	fi
+	if grep -q '^sbcd\.churn\.' "$S" && grep -q '^kamailio\.churn\.' "$S"; then
+		printf '%-44s %-12s %-12s %-8s %s\n' "churn growth MB (sbcd rss / kamailio shm)" "$(g "$k.churn.growth_peak_mb")" \
+			"$(g "$b.churn.growth_peak_mb")" "$(ratio "$(g "$b.churn.growth_peak_mb")" "$(g "$k.churn.growth_peak_mb")")" \
+			"<= 1 and sbcd < 128 MB"
+		printf '%-44s %-12s %-12s %-8s %s\n' "churn growth MB (pss, all processes)" "$(g "$k.churn.pss_growth_peak_mb")" \
+			"$(g "$b.churn.pss_growth_peak_mb")" "$(ratio "$(g "$b.churn.pss_growth_peak_mb")" "$(g "$k.churn.pss_growth_peak_mb")")" "(for reference)"
+		printf '%-44s %-12s %-12s %-8s %s\n' "churn CPU us/call at ${CHURN_RATE}/s" "$(g "$k.churn.cpu_us_per_call")" \
+			"$(g "$b.churn.cpu_us_per_call")" "$(ratio "$(g "$b.churn.cpu_us_per_call")" "$(g "$k.churn.cpu_us_per_call")")" "<= 0.5"
+	fi
+	if grep -q '^sbcd\.hold\.' "$S" && grep -q '^kamailio\.hold\.' "$S"; then
+		local n
+		for n in $HOLDS; do
+			if [ -z "$(g "$k.hold.$n.target")" ] || [ -z "$(g "$b.hold.$n.target")" ]; then continue; fi
+			printf '%-44s %-12s %-12s %-8s %s\n' "B/established call at $n (settled)" "$(g "$k.hold.$n.bytes_per_call_settled")" \
+				"$(g "$b.hold.$n.bytes_per_call_settled")" \
+				"$(ratio "$(g "$b.hold.$n.bytes_per_call_settled")" "$(g "$k.hold.$n.bytes_per_call_settled")")" \
+				"$([ "$n" = 50000 ] && echo 'sbcd <= 4096 B' || echo '-')"
+			printf '%-44s %-12s %-12s %-8s %s\n' "B/established call at $n (pss, settled)" "$(g "$k.hold.$n.pss_bytes_per_call_settled")" \
+				"$(g "$b.hold.$n.pss_bytes_per_call_settled")" \
+				"$(ratio "$(g "$b.hold.$n.pss_bytes_per_call_settled")" "$(g "$k.hold.$n.pss_bytes_per_call_settled")")" "(for reference)"
+		done
+	fi
+	echo "(memory: sbcd VmRSS growth, kamailio shared-memory real_used growth (kamcmd core.shmmem); pss rows: PSS over all processes)"
+}
 {
 	echo "== machine =="
 	cat "$OUT/machine.txt"
@@ -421,36 +765,7 @@ g() { awk -F= -v k="$1" '$1 == k { print substr($0, length(k) + 2) }' "$S"; }
 	echo "== summary (key=value; medians of $RUNS run(s)) =="
 	cat "$S"
 	echo
-	if grep -q '^rate\.' "$S"; then
-		echo "== call rate (${CALL_MS}-ms calls, ${STEP_SECS} s per step) =="
-		printf '%-8s %-9s %-9s %-10s %-11s %-8s\n' offered achieved failed% sut_cpu_s cpu_us/call rss_MB
-		for rate in $RATES; do
-			[ -n "$(g "rate.$rate.offered")" ] || continue
-			printf '%-8s %-9s %-9s %-10s %-11s %-8s\n' "$rate" "$(g "rate.$rate.achieved")" "$(g "rate.$rate.failed_pct")" \
-				"$(g "rate.$rate.sut_cpu_s")" "$(g "rate.$rate.cpu_us_per_call")" "$(calc "%.1f" "$(g "rate.$rate.rss_peak_kb") / 1024")"
-		done
-		echo "highest offered rate with < ${FAIL_PCT} % failed: $(g rate.highest_ok_offered) (achieved $(g rate.highest_ok_achieved)); stop: $(g rate.stop_reason)"
-		echo
-	fi
-	if grep -q '^hold\.' "$S"; then
-		echo "== memory per established call =="
-		printf '%-8s %-12s %-9s %-9s %-11s %-10s %-14s\n' target established idle_MB up_MB settled_MB B/call_up B/call_settled
-		for n in $HOLDS; do
-			[ -n "$(g "hold.$n.target")" ] || continue
-			printf '%-8s %-12s %-9s %-9s %-11s %-10s %-14s\n' "$n" "$(g "hold.$n.established")" \
-				"$(calc "%.1f" "$(g "hold.$n.rss_idle_kb") / 1024")" "$(calc "%.1f" "$(g "hold.$n.rss_up_kb") / 1024")" \
-				"$(calc "%.1f" "$(g "hold.$n.rss_settled_kb") / 1024")" "$(g "hold.$n.bytes_per_call_up")" "$(g "hold.$n.bytes_per_call_settled")"
-		done
-		echo
-	fi
-	if grep -q '^churn\.' "$S"; then
-		echo "== churn (${CHURN_RATE}/s of ${CALL_MS}-ms calls for ${CHURN_SECS} s) =="
-		printf '%-9s %-8s %-8s %-8s %-9s %-12s %-11s\n' achieved failed% idle_MB peak_MB end_MB "+${AFTER_SECS}s_MB" cpu_us/call
-		printf '%-9s %-8s %-8s %-8s %-9s %-12s %-11s\n' "$(g churn.achieved)" "$(g churn.failed_pct)" \
-			"$(calc "%.1f" "$(g churn.rss_idle_kb) / 1024")" "$(calc "%.1f" "$(g churn.rss_peak_kb) / 1024")" \
-			"$(calc "%.1f" "$(g churn.rss_end_load_kb) / 1024")" "$(calc "%.1f" "$(g "churn.rss_after_${AFTER_SECS}s_kb") / 1024")" \
-			"$(g churn.cpu_us_per_call)"
-		echo
-	fi
+	for s in $SUTS; do report_sut "$s"; done
+	case "$SUTS" in *kamailio*sbcd*) report_ratios; echo ;; esac
 	echo "raw logs: $OUT"
 } | tee "$OUT/report.txt"
