@@ -110,6 +110,18 @@
 //     their body and the header fields that give it meaning, and the
 //     other side's final answer is relayed back (408 when none comes);
 //     before both legs are established they get 481.
+//   - sipgo keeps every finished transaction for up to 32 s to absorb
+//     retransmissions, with its parsed messages and timers (DESIGN.md
+//     §10). sbcd keeps what RFC 3261 needs instead: the final response of
+//     a non-INVITE server transaction over UDP goes, as bytes, to a
+//     fixed-size retransmission cache for 64*T1 and the transaction ends
+//     at once (§17.2.2, rtx.go); a non-INVITE client transaction ends at
+//     its final response (§17.1.2.2: Timer K only absorbs retransmitted
+//     responses, which sbcd drops anyway); a non-2xx final answer to an
+//     INVITE ends its transaction at the ACK rather than Timer I later
+//     (§17.2.1); and a non-2xx final answer to an INVITE sbcd sent ends
+//     that transaction at once, its ACK kept in the cache for Timer D
+//     (§17.1.1.2).
 //   - Options.TCPIdleTimeout closes a TCP connection that stays silent,
 //     also one holding half a message; it is off by default (devices on
 //     TCP need their connection for in-dialog requests).
@@ -185,6 +197,12 @@ type Options struct {
 	// It should exceed the keep-alive and refresh intervals of devices on
 	// TCP, whose calls need the connection.
 	TCPIdleTimeout time.Duration
+	// RtxCache is the size in bytes of the arena that keeps the final
+	// responses of non-INVITE transactions sbcd answered over UDP for
+	// 64*T1, to answer retransmitted requests (RFC 3261 §17.2.2) without
+	// keeping sipgo's transactions (rtx.go). 0: RtxCacheDefault; below 0:
+	// no cache, sipgo keeps each such transaction for Timer J.
+	RtxCache int
 
 	// now and rand are injectable for tests.
 	now  func() time.Time
@@ -227,6 +245,12 @@ type Stats struct {
 	// including finished ones kept to absorb retransmissions (Timers J,
 	// H, I, K); sipgo itself exposes no count.
 	ServerTx, ClientTx int
+	// RtxKept is the number of final responses in the retransmission
+	// cache (Options.RtxCache); RtxResent counts the retransmitted
+	// requests it answered, RtxEvicted the responses it dropped before
+	// their 64*T1 for want of room.
+	RtxKept               int
+	RtxResent, RtxEvicted uint64
 }
 
 // B2BUA is the call engine. Create it with New, run it with Serve.
@@ -241,7 +265,8 @@ type B2BUA struct {
 
 	udp []net.PacketConn
 	tcp []net.Listener
-	ka  kaSender // keep-alive writers on udp (register.go)
+	rtx *rtxCache // nil: Options.RtxCache < 0, or no UDP socket
+	ka  kaSender  // keep-alive writers on udp (register.go)
 	// via is the sent-by of each network ("UDP", "TCP").
 	via map[string]netip.AddrPort
 
@@ -261,6 +286,20 @@ type B2BUA struct {
 
 // udpBuffer is the socket buffer size sbcd asks for on each UDP listener.
 const udpBuffer = 4 << 20
+
+var tuneOnce sync.Once
+
+// TuneSipgo sets what sbcd needs of sipgo's process-wide settings; call it
+// at start, before sipgo runs anything. sip.Timer_M (RFC 6026 §7.2, 64*T1)
+// keeps an INVITE client transaction Accepted after a 2xx to pass
+// retransmissions of it up; sbcd ends the transaction at the 2xx and ACKs
+// retransmitted 2xx responses itself (onStrayResponse), but sipgo does not
+// stop Timer M when a transaction ends, so the armed timer alone would
+// keep the ended transaction, with its INVITE and 2xx, for 32 s (DESIGN.md
+// §10). At 0 it fires at once. Safe to call more than once.
+func TuneSipgo() {
+	tuneOnce.Do(func() { sip.Timer_M = 0 })
+}
 
 // ErrOptions is wrapped by New for invalid Options.
 var ErrOptions = errors.New("b2bua: invalid options")
@@ -304,7 +343,7 @@ func New(o Options) (*B2BUA, error) {
 	}
 	b.routes.Store(rt)
 	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(b.log),
-		sip.WithTransportLayerReadFilter(dropWhen(&b.stopped))}
+		sip.WithTransportLayerReadFilter(b.readFilter)}
 	if o.TCPIdleTimeout > 0 {
 		// After the read filter: sipgo copies it into the transport.
 		tpOpts = append(tpOpts, sip.WithTransportLayerTransports(sip.TransportsConfig{
@@ -334,6 +373,15 @@ func New(o Options) (*B2BUA, error) {
 	if err := b.bind(); err != nil {
 		b.closeSockets()
 		return nil, err
+	}
+	if o.RtxCache >= 0 && len(b.udp) > 0 {
+		size := o.RtxCache
+		if size == 0 {
+			size = RtxCacheDefault
+		}
+		// RFC 3261 §17.2.2: Timer J is 64*T1 (sipgo's T1, which tests
+		// shorten).
+		b.rtx = newRtxCache(size, int64(64*sip.T1), b.mono, b.udp)
 	}
 	return b, nil
 }
@@ -457,15 +505,59 @@ func (b *B2BUA) Serve(ctx context.Context) error {
 // it closes the sockets.
 const stopGrace = 50 * time.Millisecond
 
-// dropWhen is a sipgo read filter that drops every message once stop is
-// set.
-func dropWhen(stop *atomic.Bool) sip.TransportReadFilter {
-	return func(_ sip.TransportReadProps, data []byte) ([]byte, error) {
-		if stop.Load() {
-			return nil, nil
-		}
-		return data, nil
+// readFilter sees every datagram and stream chunk before sipgo parses
+// it: it drops everything once Serve is stopping, and over UDP it answers
+// the retransmission of a non-INVITE request sbcd already answered from
+// the retransmission cache and drops it (RFC 3261 §17.2.2, rtx.go), so
+// that sipgo need not keep the transaction. It runs in the socket's read
+// loop and must not block.
+func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	if b.stopped.Load() {
+		return nil, nil
 	}
+	if p.Transport == "UDP" && b.rtx.answer(data) {
+		return nil, nil
+	}
+	return data, nil
+}
+
+// udpIndexOf is the index in b.udp of the listening socket bound to laddr,
+// 0 when it is none of them.
+func (b *B2BUA) udpIndexOf(laddr sip.Addr) int {
+	ip, ok := netip.AddrFromSlice(laddr.IP)
+	if !ok {
+		return 0
+	}
+	ap := netip.AddrPortFrom(ip.Unmap(), uint16(laddr.Port))
+	for i, c := range b.udp {
+		la := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		if netip.AddrPortFrom(la.Addr().Unmap(), la.Port()) == ap {
+			return i
+		}
+	}
+	return 0
+}
+
+// udpIndex is the index in b.udp of the listening socket conn sends from,
+// 0 when it is none of them.
+func (b *B2BUA) udpIndex(conn sip.Connection) int {
+	if conn == nil {
+		return 0
+	}
+	la := conn.LocalAddr()
+	for i, c := range b.udp {
+		if c.LocalAddr() == la {
+			return i
+		}
+	}
+	if ua, ok := la.(*net.UDPAddr); ok {
+		for i, c := range b.udp {
+			if c.LocalAddr().(*net.UDPAddr).AddrPort() == ua.AddrPort() {
+				return i
+			}
+		}
+	}
+	return 0
 }
 
 // waitListening waits until sipgo serves the UDP socket at addr: requests
@@ -577,6 +669,10 @@ func (b *B2BUA) SetTrace(on bool) { b.trace.Store(on) }
 func (b *B2BUA) Stats() Stats {
 	st := Stats{Ended: make(map[session.Reason]uint64),
 		ServerTx: int(b.serverTx.Load()), ClientTx: int(b.clientTx.Load())}
+	if b.rtx != nil {
+		st.RtxKept = b.rtx.len()
+		st.RtxResent, st.RtxEvicted = b.rtx.resent.Load(), b.rtx.evicted.Load()
+	}
 	for _, s := range b.shards {
 		st.Early += int(s.early.Load())
 		st.Up += int(s.up.Load())

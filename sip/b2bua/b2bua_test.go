@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	// over UDP) is a fixed 32 s in sipgo, not derived from T1 (RFC 3261
 	// §17.1.1.2 only asks for at least 32 s): 64*T1 here too.
 	sip.Timer_D = 64 * sip.T1
+	// TuneSipgo (cmd/sbcd) is not called: the test phones are sipgo UACs
+	// too, and some tests watch 2xx retransmissions through their
+	// transactions' Timer M.
 	os.Exit(m.Run())
 }
 

@@ -25,6 +25,14 @@ const allow = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS"
 func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	b.traceMsg("recv", req)
 	b.trackServerTx(tx)
+	if b.rtx.answerParsed(req) {
+		// RFC 3261 §17.2.2: the retransmission of a request sbcd answered,
+		// read before its response was cached (or keyed differently from
+		// its bytes): it gets the same response again, and the new
+		// transaction sipgo made for it ends.
+		tx.Terminate()
+		return
+	}
 	toTag := ""
 	if to := req.To(); to != nil {
 		toTag, _ = to.Params.Get("tag")
@@ -102,8 +110,31 @@ func (b *B2BUA) refused(tx *sip.ServerTx, req *sip.Request, r refusal) bool {
 		return false
 	}
 	b.respond(tx, req, r.code, r.reason, r.hdrs)
-	tx.TerminateGracefully()
+	b.endAfter(tx, r.code)
 	return true
+}
+
+// endAfter ends tx once the final response code was sent on it. A non-2xx
+// final answer to an INVITE over UDP is retransmitted by sipgo (Timer G)
+// until the ACK comes (RFC 3261 §17.2.1); sipgo then keeps the transaction
+// Confirmed for Timer I (T4, 5 s), only to absorb retransmitted ACKs.
+// sbcd ends it at the ACK instead: a later copy of the ACK is a new
+// transaction to sipgo, which onRequest ends at once and the shard
+// ignores, so nothing of the call is kept for those 5 s. Any other
+// transaction ends as sipgo's TerminateGracefully does.
+func (b *B2BUA) endAfter(tx *sip.ServerTx, code int) {
+	req := tx.Origin()
+	if code < 300 || !req.IsInvite() || sip.NetworkToUpper(req.Transport()) != "UDP" {
+		tx.TerminateGracefully()
+		return
+	}
+	go func() {
+		select {
+		case <-tx.Acks():
+		case <-tx.Done(): // Timer H: no ACK came
+		}
+		tx.Terminate()
+	}()
 }
 
 // trackServerTx counts tx among the server transactions sipgo holds, until
@@ -126,10 +157,15 @@ func (b *B2BUA) trackClientTx(tx *sip.ClientTx) {
 
 // onStrayResponse gets responses that match no client transaction: the
 // retransmissions of a 2xx to an INVITE sbcd already ACKed, which must be
-// ACKed again (RFC 3261 §13.2.2.4), and the answers to the registrar's
-// keep-alive OPTIONS, which are sent without a transaction.
+// ACKed again (RFC 3261 §13.2.2.4), those of a non-2xx final answer to an
+// INVITE whose transaction sbcd ended (§17.1.1.2, rtx.go), and the answers
+// to the registrar's keep-alive OPTIONS, which are sent without a
+// transaction.
 func (b *B2BUA) onStrayResponse(res *sip.Response) {
 	b.traceMsg("recv", res)
+	if b.rtx.answerResponse(res) {
+		return // a non-2xx answer to an INVITE, ACKed again (rtx.go)
+	}
 	if b.o.Registrar != nil && b.o.Registrar.KeepaliveAnswer(res) {
 		return
 	}
@@ -156,11 +192,54 @@ func (b *B2BUA) respond(tx *sip.ServerTx, req *sip.Request, code int, reason str
 	b.send(tx, res)
 }
 
+// send answers on tx. The final response of a non-INVITE transaction over
+// UDP goes to the retransmission cache, and the transaction ends at once:
+// the cache absorbs the request's retransmissions until Timer J (RFC 3261
+// §17.2.2, rtx.go), which sipgo would otherwise keep the whole
+// transaction for (DESIGN.md §10). The caller's TerminateGracefully after
+// that does nothing.
 func (b *B2BUA) send(tx *sip.ServerTx, res *sip.Response) {
 	b.traceMsg("send", res)
 	if err := tx.Respond(res); err != nil {
 		b.log.Debug("respond", "code", res.StatusCode, "error", err)
+		return
 	}
+	if res.StatusCode >= 200 && b.rtx.keep(tx.Origin(), res, b.udpIndex(tx.Connection())) {
+		tx.Terminate()
+	}
+}
+
+// resend sends res again on the connection of tx, which may have ended:
+// the 2xx to an INVITE, retransmitted by the TU until the ACK (RFC 3261
+// §13.3.1.4; RFC 6026 §7.1: the transaction only passes it on).
+func (b *B2BUA) resend(tx *sip.ServerTx, res *sip.Response) {
+	b.traceMsg("send", res)
+	if err := tx.Connection().WriteMsg(res); err != nil {
+		b.log.Debug("resend", "code", res.StatusCode, "error", err)
+	}
+}
+
+// sendAccepted sends the 2xx res to the INVITE of tx over UDP and ends tx
+// at once; it reports false (and sends nothing) when it cannot, and the
+// caller sends res on tx as usual. After a 2xx the INVITE server
+// transaction is Accepted (RFC 6026 §7.1) for Timer L (64*T1): it absorbs
+// retransmitted INVITEs and passes the TU's 2xx retransmissions and the
+// ACKs on. sbcd retransmits the 2xx itself (resend) and gets ACKs, which
+// have their own branch, as new requests; what is left, absorbing the
+// INVITE's retransmissions, the retransmission cache does with a record of
+// the INVITE's key and no response. sipgo, which does not stop Timer L
+// when its transaction ends, would keep the whole transaction for 64*T1.
+func (b *B2BUA) sendAccepted(tx *sip.ServerTx, res *sip.Response) bool {
+	req := tx.Origin()
+	if b.rtx == nil || !req.IsInvite() || sip.NetworkToUpper(req.Transport()) != "UDP" {
+		return false
+	}
+	if !b.rtx.absorb(req, b.udpIndex(tx.Connection())) {
+		return false
+	}
+	b.resend(tx, res)
+	tx.Terminate()
+	return true
 }
 
 // route is where a new call goes.
@@ -276,7 +355,7 @@ func minSEHeader(v uint32) sip.Header {
 func (b *B2BUA) newInvite(req *sip.Request, tx *sip.ServerTx) {
 	reject := func(code int, reason string, hdrs ...sip.Header) {
 		b.respond(tx, req, code, reason, hdrs)
-		tx.TerminateGracefully()
+		b.endAfter(tx, code)
 	}
 	if b.closing.Load() {
 		reject(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))

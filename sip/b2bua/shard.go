@@ -301,7 +301,7 @@ func (s *shard) retransmit(now int64) {
 				st.ackDone()
 			} else {
 				if now >= st.okNext {
-					s.b.send(st.okTx, st.ok)
+					s.b.resend(st.okTx, st.ok)
 					st.okIvl = min(2*st.okIvl, t2)
 					st.okNext = now + int64(st.okIvl)
 				}
@@ -318,7 +318,7 @@ func (s *shard) retransmit(now int64) {
 				continue
 			}
 			if now >= r.next {
-				s.b.send(r.tx, r.res)
+				s.b.resend(r.tx, r.res)
 				r.ivl = min(2*r.ivl, t2)
 				r.next = now + int64(r.ivl)
 			}
@@ -478,7 +478,7 @@ func (s *shard) onInvite(e event) {
 	p := s.b.params.Load()
 	if s.b.closing.Load() {
 		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "30")})
-		tx.TerminateGracefully()
+		s.b.endAfter(tx, 503)
 		return
 	}
 	id, slot, err := s.tab.Alloc()
@@ -490,7 +490,7 @@ func (s *shard) onInvite(e event) {
 		// there is nothing to wait for.
 		s.ended[session.ReasonTableFull].Add(1)
 		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")})
-		tx.TerminateGracefully()
+		s.b.endAfter(tx, 503)
 		s.refusalCDR(e, 503, session.ReasonTableFull)
 		return
 	}
@@ -502,7 +502,7 @@ func (s *shard) onInvite(e event) {
 		s.used.Add(-1)
 		s.b.log.Error("allocate call timer", "error", err)
 		s.b.respond(tx, req, 500, "Server Internal Error", nil)
-		tx.TerminateGracefully()
+		s.b.endAfter(tx, 500)
 		return
 	}
 	slot.Timer = h
@@ -634,9 +634,24 @@ func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.Le
 				e.kind, e.res = evResponse, res
 				s.post(bg, e)
 				if res.StatusCode >= 200 {
-					if res.IsSuccess() && req.IsInvite() {
+					switch {
+					case !req.IsInvite():
+						// RFC 3261 §17.1.2.2: a non-INVITE client
+						// transaction stays Completed only to absorb
+						// retransmissions of its final response (Timer K,
+						// T4; sipgo arms its 32-s Timer_D instead). Without
+						// it they reach onStrayResponse, which drops them
+						// just the same, and nothing is kept.
+						tx.Terminate()
+					case res.IsSuccess():
 						// The shard ACKs; retransmissions of the 2xx
 						// reach onStrayResponse.
+						tx.Terminate()
+					case b.rtx.keepAck(req, res, b.udpIndexOf(req.Laddr)):
+						// RFC 3261 §17.1.1.2: sipgo ACKed the non-2xx
+						// answer; its Completed state (Timer D, 32 s) only
+						// ACKs retransmissions of it again, which the
+						// retransmission cache does now.
 						tx.Terminate()
 					}
 					return
@@ -791,9 +806,13 @@ func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, b
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
+	if code >= 200 && code < 300 && s.b.sendAccepted(st.inv, res) {
+		st.inv, st.invReq = nil, nil
+		return res
+	}
 	s.b.send(st.inv, res)
 	if code >= 200 {
-		st.inv.TerminateGracefully()
+		s.b.endAfter(st.inv, code)
 		st.inv, st.invReq = nil, nil
 	}
 	return res
@@ -806,6 +825,10 @@ func (s *shard) onCancel(id dialog.ID, slot *dialog.Slot[callState]) {
 		return // the 2xx crossed the CANCEL: the call goes on
 	}
 	if slot.Call.End(session.ReasonCancelled, legA) {
+		if slot.Data.inv != nil {
+			// sipgo answered 487 (RFC 3261 §9.2); it ends at the ACK.
+			s.b.endAfter(slot.Data.inv, 487)
+		}
 		slot.Data.inv, slot.Data.invReq = nil, nil
 		slot.Data.code = 487
 		s.terminate(id, slot, legA)
