@@ -140,6 +140,7 @@ func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.S
 		return exitError
 	}
 	opts.Registrar = reg
+	b2bua.TuneSipgo()
 	b, err := b2bua.New(opts)
 	if err != nil {
 		closeCDRs()
