@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -73,18 +72,7 @@ enabled = true
 			return
 		}
 		stopped = true
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- daemon.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("sbcd exited with %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			_ = daemon.Process.Kill()
-			t.Error("sbcd did not exit within 20 s of SIGTERM")
-		}
+		stopSbcd(t, daemon)
 	}
 	defer func() {
 		stopDaemon()

@@ -147,18 +147,7 @@ enabled = true
 		}
 	}()
 	stopDaemon := func() {
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- daemon.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("sbcd exited with %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			_ = daemon.Process.Kill()
-			t.Error("sbcd did not exit within 20 s of SIGTERM")
-		}
+		stopSbcd(t, daemon)
 	}
 	waitListening(t, ctx, sbcdPort)
 
@@ -219,6 +208,25 @@ func waitListening(t *testing.T, ctx context.Context, port int) {
 		}
 	}
 	t.Fatalf("sbcd did not answer on 127.0.0.1:%d", port)
+}
+
+// stopSbcd sends SIGTERM to a running sbcd and waits up to 30 s for a
+// clean exit (it BYEs its calls and flushes its CDRs first), killing it
+// after that.
+func stopSbcd(t *testing.T, daemon *exec.Cmd) {
+	t.Helper()
+	_ = daemon.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- daemon.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sbcd exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = daemon.Process.Kill()
+		t.Error("sbcd did not exit within 30 s of SIGTERM")
+	}
 }
 
 // checkCDR reads the one CDR file sbcd wrote and checks its single call.

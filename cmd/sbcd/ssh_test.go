@@ -95,18 +95,7 @@ authorized_keys = [%q]
 		t.Fatal(err)
 	}
 	defer func() {
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- daemon.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("sbcd exited with %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = daemon.Process.Kill()
-			t.Error("sbcd did not exit within 30 s of SIGTERM")
-		}
+		stopSbcd(t, daemon)
 		if t.Failed() || testing.Verbose() {
 			t.Logf("sbcd log:\n%s", daemonLog.String())
 		}
