@@ -111,8 +111,8 @@ trap 'exit 130' INT TERM
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/keepalive.log" >&2; }
 die() { log "FATAL: $*"; exit 1; }
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-calc() { awk "BEGIN { printf \"$1\n\", ($2) }"; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 # ticks PID...: utime+stime summed over the processes (clock ticks)
 ticks() {
 	local p s=0 t
@@ -135,24 +135,6 @@ pss_kb() {
 udp_listening() { ss -Hlun "src $1:$2" 2>/dev/null | grep -q .; }
 
 # ---- prerequisites ---------------------------------------------------------
-# apt-get install, with services kept from starting (policy-rc.d 101) so the
-# package's own kamailio.service never runs; it is also disabled if systemd
-# is in charge.
-apt_install() {
-	[ "$INSTALL" = 1 ] || die "missing $* (INSTALL=0)"
-	[ "$(id -u)" = 0 ] || die "missing $*: run as root or install them"
-	log "installing $* with apt-get"
-	local prc=/usr/sbin/policy-rc.d made=0
-	if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod +x "$prc"; made=1; fi
-	local rc=0
-	timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
-		>"$OUT/apt.log" 2>&1 || rc=$?
-	[ "$made" = 1 ] && rm -f "$prc"
-	[ "$rc" = 0 ] || die "apt-get install $* failed (rc $rc): $(tail -3 "$OUT/apt.log")"
-	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-		timeout 30 systemctl disable --now kamailio >/dev/null 2>&1 || true
-	fi
-}
 need=()
 case " $SUTS " in *" kamailio "*) command -v kamailio >/dev/null || need+=(kamailio) ;; esac
 command -v "$SIPP" >/dev/null || need+=(sip-tester)
@@ -310,11 +292,6 @@ REG_OK=0
 REG_FAILED=0
 REG_STATUS=""
 REG_SECS=0
-sstat() {
-	[ -s "$1" ] || { echo 0; return; }
-	awk -F';' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
-		{ v = $k } END { print (k && v != "") ? v : 0 }' "$1"
-}
 register() {
 	local dir=$1 name=$2 n=$3 limit t0 t1 rc=0
 	limit=$((n / REG_RATE * 3 + 60))

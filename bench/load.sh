@@ -119,26 +119,10 @@ trap 'exit 130' INT TERM
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/load.log" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---- prerequisites ---------------------------------------------------------
-# apt-get install (as bench/keepalive.sh), with services kept from starting
-# (policy-rc.d 101) so the package's own kamailio.service never runs; it is
-# also disabled if systemd is in charge.
-apt_install() {
-	[ "$INSTALL" = 1 ] || die "missing $* (INSTALL=0)"
-	[ "$(id -u)" = 0 ] || die "missing $*: run as root or install them"
-	log "installing $* with apt-get"
-	local prc=/usr/sbin/policy-rc.d made=0
-	if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod +x "$prc"; made=1; fi
-	local rc=0
-	timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
-		>"$OUT/apt.log" 2>&1 || rc=$?
-	[ "$made" = 1 ] && rm -f "$prc"
-	[ "$rc" = 0 ] || die "apt-get install $* failed (rc $rc): $(tail -3 "$OUT/apt.log")"
-	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-		timeout 30 systemctl disable --now kamailio >/dev/null 2>&1 || true
-	fi
-}
 need=()
 case " $SUTS " in *" kamailio "*) command -v kamailio >/dev/null && command -v kamcmd >/dev/null || need+=(kamailio) ;; esac
 command -v "$SIPP" >/dev/null || need+=(sip-tester)
@@ -160,7 +144,6 @@ done
 
 # ---- /proc readings ------------------------------------------------------
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 # sut_ticks: utime+stime summed over the SUT's processes (clock ticks; a
 # process that has gone counts 0)
 sut_ticks() {
@@ -393,12 +376,6 @@ late_1xx() {
 	grep -c "Aborting call on unexpected message.*received 'SIP/2.0 1[0-9][0-9] " "$1" || true
 }
 
-# sstat FILE COLUMN: the last row's value of a SIPp -trace_stat column
-sstat() {
-	[ -s "$1" ] || { echo 0; return; }
-	awk -F';' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
-		{ v = $k } END { print (k && v != "") ? v : 0 }' "$1"
-}
 # achieved_rate FILE CALLS: calls created per second while SIPp was still
 # creating (first to last periodic row before OutgoingCall reached CALLS).
 achieved_rate() {
@@ -413,7 +390,6 @@ achieved_rate() {
 # ---- summary ---------------------------------------------------------------
 SUMMARY=""
 put() { echo "$SUT.$1=$2" >>"$SUMMARY"; }
-calc() { awk "BEGIN { printf \"$1\n\", ($2) }"; }
 
 # ---- phase 1: rate steps ---------------------------------------------------
 phase_rate() {

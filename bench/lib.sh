@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# bench/lib.sh: helpers shared by bench/keepalive.sh and bench/load.sh.
+# Sourced, not run. The caller defines log, die, INSTALL and OUT first.
+
+# alive PID: the process runs.
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# calc FORMAT EXPR: awk arithmetic, printed with FORMAT.
+calc() { awk "BEGIN { printf \"$1\n\", ($2) }"; }
+
+# sstat FILE COLUMN: the last row's value of a SIPp -trace_stat column.
+sstat() {
+	[ -s "$1" ] || { echo 0; return; }
+	awk -F';' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+		{ v = $k } END { print (k && v != "") ? v : 0 }' "$1"
+}
+
+# apt_install PKG...: apt-get install, with services kept from starting
+# (policy-rc.d 101) so the package's own kamailio.service never runs; it is
+# also disabled if systemd is in charge.
+apt_install() {
+	[ "$INSTALL" = 1 ] || die "missing $* (INSTALL=0)"
+	[ "$(id -u)" = 0 ] || die "missing $*: run as root or install them"
+	log "installing $* with apt-get"
+	local prc=/usr/sbin/policy-rc.d made=0
+	if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod +x "$prc"; made=1; fi
+	local rc=0
+	timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
+		>"$OUT/apt.log" 2>&1 || rc=$?
+	[ "$made" = 1 ] && rm -f "$prc"
+	[ "$rc" = 0 ] || die "apt-get install $* failed (rc $rc): $(tail -3 "$OUT/apt.log")"
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+		timeout 30 systemctl disable --now kamailio >/dev/null 2>&1 || true
+	fi
+}
