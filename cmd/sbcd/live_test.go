@@ -351,3 +351,39 @@ func TestStatusText(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveStartsSSH: a box that started without a way in over SSH starts
+// the service when an applied configuration first adds a key, once.
+func TestLiveStartsSSH(t *testing.T) {
+	f := &fakeParts{}
+	boot := bootConfig()
+	boot.SSH.AuthorizedKeys = nil
+	l := newTestLive(t, boot, f)
+	l.ssh = nil
+	started := 0
+	l.startSSH = func(c *config.Config) (authSetter, error) {
+		started++
+		if len(c.SSH.AuthorizedKeys) != 1 {
+			t.Errorf("SSH started with keys %v", c.SSH.AuthorizedKeys)
+		}
+		return f, nil
+	}
+	noKey := boot.Clone()
+	noKey.SessionTimer.TTL = 900
+	if _, err := l.apply(noKey, "first"); err != nil || started != 0 {
+		t.Fatalf("apply without a key: err %v, SSH started %d times", err, started)
+	}
+	withKey := noKey.Clone()
+	withKey.SSH.AuthorizedKeys = []string{liveKey}
+	if _, err := l.apply(withKey, "second"); err != nil || started != 1 || l.ssh == nil {
+		t.Fatalf("apply adding a key: err %v, SSH started %d times", err, started)
+	}
+	another := withKey.Clone()
+	another.SSH.Password = "hunter22"
+	if _, err := l.apply(another, "third"); err != nil || started != 1 {
+		t.Errorf("apply with SSH running: err %v, SSH started %d times, want once", err, started)
+	}
+	if !slices.Contains(f.calls, "SetAuth") {
+		t.Errorf("the running SSH service did not get the new password: %v", f.calls)
+	}
+}
