@@ -44,7 +44,19 @@ type Options struct {
 	// writer goroutine; it must not block. The records of the failed batch
 	// also get the error through their done callbacks.
 	OnError func(error)
+	// Interval is the least time between the starts of two commits (0:
+	// commit as soon as the previous one is done). A record that arrives
+	// when the last commit started longer ago than Interval is committed at
+	// once; under load, records gather for up to Interval so that one fsync
+	// serves more of them: at most 1/Interval fsyncs per second, each record
+	// waiting at most Interval plus one commit. A queue half full, or Close,
+	// ends the wait. At most MaxInterval.
+	Interval time.Duration
 }
+
+// MaxInterval bounds Options.Interval: a record's slot stays taken until its
+// line is fsynced (DESIGN.md §4), so the wait must stay short.
+const MaxInterval = time.Second
 
 // Stats are a Writer's counters since New.
 type Stats struct {
@@ -76,7 +88,10 @@ type Writer struct {
 	qlen    int
 	now     func() time.Time
 	onError func(error)
-	fsync   func(*os.File) error // (*os.File).Sync; tests hold or fail it
+	fsync   func(*os.File) error                 // (*os.File).Sync; tests hold or fail it
+	every   time.Duration                        // Options.Interval
+	mono    func() time.Time                     // time.Now; tests use a fake
+	after   func(time.Duration) <-chan time.Time // time.After; tests use a fake
 
 	mu     sync.Mutex
 	queue  []item
@@ -110,6 +125,9 @@ func newWriter(o Options, fsync func(*os.File) error) (*Writer, error) {
 	if o.QueueLen < 0 || o.QueueLen > MaxQueueLen {
 		return nil, fmt.Errorf("cdr: new: queue length %d outside [1, %d]", o.QueueLen, MaxQueueLen)
 	}
+	if o.Interval < 0 || o.Interval > MaxInterval {
+		return nil, fmt.Errorf("cdr: new: commit interval %v outside [0, %v]", o.Interval, MaxInterval)
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -122,6 +140,9 @@ func newWriter(o Options, fsync func(*os.File) error) (*Writer, error) {
 		now:     o.Now,
 		onError: o.OnError,
 		fsync:   fsync,
+		every:   o.Interval,
+		mono:    time.Now,
+		after:   time.After,
 		queue:   make([]item, 0, o.QueueLen),
 		wake:    make(chan struct{}, 1),
 		exited:  make(chan struct{}),
@@ -217,6 +238,7 @@ func (w *Writer) Close(ctx context.Context) error {
 func (w *Writer) run() {
 	defer close(w.exited)
 	spare := make([]item, 0, w.qlen)
+	var started time.Time // when the last commit started
 	for {
 		w.mu.Lock()
 		for len(w.queue) == 0 && !w.closed {
@@ -228,6 +250,12 @@ func (w *Writer) run() {
 			w.mu.Unlock()
 			break
 		}
+		if w.every > 0 && !started.IsZero() {
+			w.mu.Unlock()
+			w.gather(started)
+			w.mu.Lock()
+		}
+		started = w.mono()
 		batch := w.queue
 		w.queue = spare
 		w.mu.Unlock()
@@ -239,6 +267,30 @@ func (w *Writer) run() {
 	if w.cur != nil {
 		w.closeErr = w.cur.close()
 		w.cur = nil
+	}
+}
+
+// gather waits until Interval has passed since the last commit started, so
+// that the records arriving meanwhile share the next fsync, or until Close
+// or a queue half full.
+func (w *Writer) gather(started time.Time) {
+	d := w.every - w.mono().Sub(started)
+	if d <= 0 {
+		return
+	}
+	timeUp := w.after(d)
+	for {
+		w.mu.Lock()
+		enough := w.closed || len(w.queue) >= (w.qlen+1)/2
+		w.mu.Unlock()
+		if enough {
+			return
+		}
+		select {
+		case <-timeUp:
+			return
+		case <-w.wake:
+		}
 	}
 }
 

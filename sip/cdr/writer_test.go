@@ -184,6 +184,8 @@ func TestNewOptions(t *testing.T) {
 		{Dir: t.TempDir(), QueueLen: -1},
 		{Dir: t.TempDir(), QueueLen: MaxQueueLen + 1},
 		{Dir: filepath.Join(file, "cdr")},
+		{Dir: t.TempDir(), Interval: -time.Millisecond},
+		{Dir: t.TempDir(), Interval: MaxInterval + 1},
 	} {
 		w, err := New(o)
 		if err == nil {
@@ -661,4 +663,125 @@ func TestCloseDeadline(t *testing.T) {
 	if s := w.Stats(); s.Written != 1 || s.Failed != 2 {
 		t.Errorf("stats %+v", s)
 	}
+}
+
+// fakeTimer stands in for the writer's clock and time.After: the clock
+// stays where the test puts it, and each wait is reported on asked and ends
+// when the test sends on fire.
+type fakeTimer struct {
+	mu    sync.Mutex
+	now   time.Time
+	asked chan time.Duration
+	fire  chan time.Time
+}
+
+func installFakeTimer(w *Writer) *fakeTimer {
+	f := &fakeTimer{now: t0, asked: make(chan time.Duration, 10), fire: make(chan time.Time)}
+	// Set before the first Append: the writer goroutine reads them only
+	// after a wake-up that Append sends.
+	w.mono = func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+	w.after = func(d time.Duration) <-chan time.Time { f.asked <- d; return f.fire }
+	return f
+}
+
+func (f *fakeTimer) advance(d time.Duration) { f.mu.Lock(); f.now = f.now.Add(d); f.mu.Unlock() }
+
+func (f *fakeTimer) waitAsked(t *testing.T, want time.Duration) {
+	t.Helper()
+	select {
+	case d := <-f.asked:
+		if d != want {
+			t.Fatalf("writer waits %v, want %v", d, want)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("timed out waiting for the writer to wait")
+	}
+}
+
+// TestInterval: with Options.Interval, a record arriving within Interval of
+// the last commit's start waits, with those behind it, for one commit; a
+// record arriving later is committed at once; a half-full queue and Close
+// end the wait.
+func TestInterval(t *testing.T) {
+	const every = 50 * time.Millisecond
+	t.Run("gathers", func(t *testing.T) {
+		dir := t.TempDir()
+		w := newTestWriter(t, Options{Dir: dir, Interval: every}, nil)
+		f := installFakeTimer(w)
+		d := newDones(5)
+		if err := w.Append(rec("first", t0), d.done(0)); err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, 0) // at once: no commit before it
+		f.advance(20 * time.Millisecond)
+		for i := 1; i < 4; i++ {
+			if err := w.Append(rec(fmt.Sprintf("call-%d", i), t0), d.done(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.waitAsked(t, every-20*time.Millisecond) // the rest of the interval
+		for i := 1; i < 4; i++ {
+			if d.called(i) != 0 {
+				t.Fatalf("record %d committed before the interval ended", i)
+			}
+		}
+		f.fire <- t0
+		for i := 1; i < 4; i++ {
+			d.waitFor(t, i)
+		}
+		if s := w.Stats(); s.Batches != 2 || s.Written != 4 {
+			t.Fatalf("after the wait: %d batches, %d written; want 2 batches, 4 written", s.Batches, s.Written)
+		}
+		f.advance(every) // the interval is over: no wait
+		if err := w.Append(rec("late", t0), d.done(4)); err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, 4)
+		closeWriter(t, w)
+		if got, want := readDay(t, filepath.Join(dir, "2026-11-24.csv")), []string{"first", "call-1", "call-2", "call-3", "late"}; !equal(got, want) {
+			t.Fatalf("file holds %v, want %v", got, want)
+		}
+		select {
+		case x := <-f.asked:
+			t.Fatalf("writer waited %v for a record after the interval", x)
+		default:
+		}
+	})
+	t.Run("half full queue", func(t *testing.T) {
+		w := newTestWriter(t, Options{Dir: t.TempDir(), Interval: every, QueueLen: 4}, nil)
+		f := installFakeTimer(w)
+		d := newDones(3)
+		if err := w.Append(rec("first", t0), d.done(0)); err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, 0)
+		if err := w.Append(rec("second", t0), d.done(1)); err != nil {
+			t.Fatal(err)
+		}
+		f.waitAsked(t, every)
+		if err := w.Append(rec("third", t0), d.done(2)); err != nil { // 2 of 4: half
+			t.Fatal(err)
+		}
+		d.waitFor(t, 1) // without the timer firing
+		d.waitFor(t, 2)
+	})
+	t.Run("close", func(t *testing.T) {
+		w := newTestWriter(t, Options{Dir: t.TempDir(), Interval: every}, nil)
+		f := installFakeTimer(w)
+		d := newDones(2)
+		for i, id := range []string{"first", "second"} {
+			if err := w.Append(rec(id, t0), d.done(i)); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				d.waitFor(t, 0)
+			}
+		}
+		f.waitAsked(t, every)
+		closeWriter(t, w) // without the timer firing
+		d.wait(t)
+		if err := d.err(1); err != nil {
+			t.Fatalf("record written at Close: %v", err)
+		}
+	})
 }
