@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sbcd/platform/config"
+	"sbcd/sip/b2bua"
 	"sbcd/sip/registrar"
 	"sbcd/timers/keepalive"
 	"sbcd/timers/session"
@@ -340,12 +341,14 @@ func TestLiveUploadSaveFails(t *testing.T) {
 func TestStatusText(t *testing.T) {
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	s := status{Version: "dev", Up: 90 * time.Second, MaxCall: 10,
+		Calls:  b2bua.Stats{RefreshLate: b2bua.Lateness{Count: 7, P50: 1200 * time.Microsecond, P99: 15 * time.Millisecond, Max: 18250 * time.Microsecond}},
 		Reg:    registrar.Stats{Capacity: 100, Bindings: 3, NATed: 2, PingsPerSecond: 1, PingsSent: 40, Evictions: 1},
 		Config: configState{Source: "/data/sbcd.toml", Applied: at, Rejected: true, At: at.Add(time.Hour), Reason: "sbcd.toml:2: session_timer.ttl: 10 is below 90", Pending: []string{"sip.max_calls"}}}
 	got := s.String()
 	for _, w := range []string{"config: REJECTED at 2026-11-24 13:00:00Z, still running /data/sbcd.toml",
 		"  sbcd.toml:2: session_timer.ttl", "restart needed for sip.max_calls", "bindings: 3 of 100, 2 NATed",
-		"keep-alives: 1/s, 40 sent, 0 send errors, 1 evictions"} {
+		"keep-alives: 1/s, 40 sent, 0 send errors, 1 evictions",
+		"refreshes: 7 sent, late p50 1.2 ms, p99 15.0 ms, max 18.2 ms"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("status lacks %q:\n%s", w, got)
 		}

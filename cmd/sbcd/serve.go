@@ -260,10 +260,16 @@ func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.S
 		code = exitError
 	}
 	closeCDRs()
+	late := b.Stats().RefreshLate
+	log.Info("session refreshes", "sent", late.Count, "late_p50_ms", ms(late.P50),
+		"late_p99_ms", ms(late.P99), "late_max_ms", ms(late.Max))
 	st := w.Stats()
 	log.Info("stopped", "cdrs_written", st.Written, "cdrs_failed", st.Failed)
 	return code
 }
+
+// ms is d in milliseconds with a tenth, for log lines and status.
+func ms(d time.Duration) float64 { return float64(d/(100*time.Microsecond)) / 10 }
 
 // newSSH builds the management service from [ssh] (DESIGN.md §5): the host
 // key lives on the data partition, /etc/sbcd/sbcd.toml is the file uploads

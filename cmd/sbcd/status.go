@@ -41,6 +41,9 @@ func (s status) String() string {
 		fmt.Fprintf(&b, "config: restart needed for %s\n", strings.Join(c.Pending, ", "))
 	}
 	fmt.Fprintf(&b, "calls: %d up, %d ringing, %d of %d slots free\n", s.Calls.Up, s.Calls.Early, s.Calls.FreeSlots, s.MaxCall)
+	if l := s.Calls.RefreshLate; l.Count > 0 {
+		fmt.Fprintf(&b, "refreshes: %d sent, late p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", l.Count, ms(l.P50), ms(l.P99), ms(l.Max))
+	}
 	if len(s.Calls.Ended) > 0 {
 		reasons := make([]string, 0, len(s.Calls.Ended))
 		for r, n := range s.Calls.Ended {

@@ -251,6 +251,9 @@ type Stats struct {
 	// their 64*T1 for want of room.
 	RtxKept               int
 	RtxResent, RtxEvicted uint64
+	// RefreshLate is how late sbcd's own refreshes and probes went out
+	// against their deadlines, since New.
+	RefreshLate Lateness
 }
 
 // B2BUA is the call engine. Create it with New, run it with Serve.
@@ -275,6 +278,7 @@ type B2BUA struct {
 	params atomic.Pointer[session.Params]
 	trace  atomic.Bool
 
+	late     lateHist    // Stats.RefreshLate
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
 	served   atomic.Bool
@@ -668,7 +672,8 @@ func (b *B2BUA) SetTrace(on bool) { b.trace.Store(on) }
 // Stats returns a snapshot of the calls of every shard.
 func (b *B2BUA) Stats() Stats {
 	st := Stats{Ended: make(map[session.Reason]uint64),
-		ServerTx: int(b.serverTx.Load()), ClientTx: int(b.clientTx.Load())}
+		ServerTx: int(b.serverTx.Load()), ClientTx: int(b.clientTx.Load()),
+		RefreshLate: b.late.snapshot()}
 	if b.rtx != nil {
 		st.RtxKept = b.rtx.len()
 		st.RtxResent, st.RtxEvicted = b.rtx.resent.Load(), b.rtx.evicted.Load()

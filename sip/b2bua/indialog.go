@@ -125,7 +125,7 @@ func (s *shard) pass(id dialog.ID, slot *dialog.Slot[callState], leg session.Leg
 	}
 	out.SetBody(req.Body())
 	st.pass = append(st.pass, passState{tx: tx, req: req, leg: other, seq: o.localSeq})
-	s.start(id, slot, other, opPass, out)
+	s.start(id, slot, other, opPass, out, 0)
 }
 
 // onPassed answers a request relayed by pass with the other side's final
@@ -236,7 +236,7 @@ func (s *shard) onSessionRequest(id dialog.ID, slot *dialog.Slot[callState], leg
 	out.SetBody(body)
 	st.relay[other] = relayState{tx: tx, req: req, sreq: sreq}
 	st.opSeq[other] = o.localSeq
-	s.start(id, slot, other, opRelay, out)
+	s.start(id, slot, other, opRelay, out, 0)
 }
 
 // onRelayed answers the sender of a relayed re-INVITE or UPDATE with the

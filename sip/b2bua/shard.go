@@ -605,12 +605,12 @@ func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
 		req.SetBody(st.legs[legA].sdp)
 	}
 	st.binv, st.bprov, st.cancelWait = req, false, false
-	s.start(id, slot, legB, opInvite, req)
+	s.start(id, slot, legB, opInvite, req, 0)
 }
 
 // start runs a client transaction in its own goroutine; its responses and
 // end come back as events (DESIGN.md §1: nothing blocks inside a shard).
-func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, req *sip.Request) {
+func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, req *sip.Request, due int64) {
 	slot.Data.pending++
 	seq := req.CSeq().SeqNo
 	b := s.b
@@ -624,6 +624,10 @@ func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.Le
 			base.kind = evTxDone
 			s.post(bg, base)
 			return
+		}
+		if due != 0 {
+			// The request has been written (sipgo sends in Request).
+			b.late.add(time.Duration(b.mono() - due))
 		}
 		b.trackClientTx(tx)
 		for {
@@ -947,9 +951,9 @@ func endedBy(r session.Reason) cdr.EndedBy {
 func (s *shard) do(id dialog.ID, slot *dialog.Slot[callState], a session.Action) {
 	switch a.Kind {
 	case session.ActRefresh:
-		s.sendRefresh(id, slot, a.Leg, opRefresh, a.Method, a.Offer)
+		s.sendRefresh(id, slot, a.Leg, opRefresh, a.Method, a.Offer, a.Due)
 	case session.ActProbe:
-		s.sendRefresh(id, slot, a.Leg, opProbe, session.MethodInvite, session.Offer{})
+		s.sendRefresh(id, slot, a.Leg, opProbe, session.MethodInvite, session.Offer{}, a.Due)
 	case session.ActEnd:
 		s.terminate(id, slot, session.LegNone)
 	}
@@ -957,8 +961,9 @@ func (s *shard) do(id dialog.ID, slot *dialog.Slot[callState], a session.Action)
 
 // sendRefresh sends a session refresh (RFC 4028 §7.4, §8.1: UPDATE without
 // body or re-INVITE with the unchanged SDP, Session-Expires with
-// refresher=uac) or a probe on leg.
-func (s *shard) sendRefresh(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, m session.Method, offer session.Offer) {
+// refresher=uac) or a probe on leg. due is the deadline it answers (0: none,
+// e.g. a retry), against which b.late measures when it went out.
+func (s *shard) sendRefresh(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, m session.Method, offer session.Offer, due int64) {
 	st := &slot.Data
 	l := &st.legs[leg]
 	method := sip.INVITE
@@ -984,7 +989,7 @@ func (s *shard) sendRefresh(id dialog.ID, slot *dialog.Slot[callState], leg sess
 		}
 	}
 	st.opSeq[leg] = l.localSeq
-	s.start(id, slot, leg, o, req)
+	s.start(id, slot, leg, o, req, due)
 }
 
 // outcome reports the end of a refresh or probe to the state machine and
@@ -1052,7 +1057,7 @@ func (s *shard) sendBye(id dialog.ID, slot *dialog.Slot[callState], leg session.
 		s.b.log.Error("build bye", "call", id.String(), "error", err)
 		return
 	}
-	s.start(id, slot, leg, opBye, req)
+	s.start(id, slot, leg, opBye, req, 0)
 }
 
 // sendCancel cancels the B-leg INVITE (RFC 3261 §9.1).
@@ -1077,7 +1082,7 @@ func (s *shard) sendCancel(id dialog.ID, slot *dialog.Slot[callState]) {
 	c.SetTransport(inv.Transport())
 	c.SetDestination(inv.Destination())
 	c.Laddr = inv.Laddr
-	s.start(id, slot, legB, opCancel, c)
+	s.start(id, slot, legB, opCancel, c, 0)
 }
 
 // sendAck acknowledges a 2xx to an INVITE sbcd sent on l (RFC 3261

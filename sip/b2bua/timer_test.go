@@ -49,6 +49,12 @@ func TestRefreshUpdateBothLegs(t *testing.T) {
 	if rec.A.RefreshesSent != 2 || rec.B.RefreshesSent != 2 {
 		t.Errorf("refreshes sent A %d B %d, want 2 each", rec.A.RefreshesSent, rec.B.RefreshesSent)
 	}
+	// Each refresh went out when the clock jumped, 1 s after its deadline
+	// (45 s, then 91 s: 45 s after the refresh at 46 s).
+	want := Lateness{Count: 4, P50: time.Second, P99: time.Second, Max: time.Second}
+	if got := e.b.Stats().RefreshLate; got != want {
+		t.Errorf("refresh lateness %+v, want %+v", got, want)
+	}
 }
 
 func TestRefreshReinviteWithoutUpdate(t *testing.T) {

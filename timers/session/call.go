@@ -85,6 +85,9 @@ type Action struct {
 	Method Method // ActRefresh: MethodUpdate or MethodInvite
 	Offer  Offer  // ActRefresh: the session-timer headers to send
 	Reason Reason // ActEnd
+	// Due is, for ActRefresh and ActProbe, the deadline (ns) that made the
+	// action due: how late the request goes out is measured against it.
+	Due int64
 }
 
 // pending is the transaction sbcd has outstanding on a leg.
@@ -337,7 +340,7 @@ func (c *Call) Fire(now int64, p *Params, out []Action) []Action {
 		if l.Due == 0 || now < l.Due {
 			continue
 		}
-		id := LegID(i)
+		id, due := LegID(i), l.Due
 		switch {
 		case l.pend == pendRelay:
 			// A relayed request is in flight on the leg; its outcome
@@ -351,7 +354,9 @@ func (c *Call) Fire(now int64, p *Params, out []Action) []Action {
 		case l.pend == pendProbe:
 			return c.end(ReasonNoTimerProbeFailed, id, out)
 		case l.Mode == ModeTimer && l.LocalRefresher:
-			out = append(out, c.send(now, id, p))
+			a := c.send(now, id, p)
+			a.Due = due
+			out = append(out, a)
 		case l.Mode == ModeTimer:
 			// RFC 4028 §10: no refresh arrived by SE − min(32, SE/3).
 			return c.end(ReasonSessionTimeout, id, out)
@@ -359,7 +364,7 @@ func (c *Call) Fire(now int64, p *Params, out []Action) []Action {
 			l.pend = pendProbe
 			// Guard in case the outcome is never reported.
 			l.Due = now + int64(TransactionTimeout+4*time.Second)
-			out = append(out, Action{Kind: ActProbe, Leg: id, Method: MethodInvite})
+			out = append(out, Action{Kind: ActProbe, Leg: id, Method: MethodInvite, Due: due})
 		default:
 			l.Due = 0
 		}

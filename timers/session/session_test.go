@@ -92,6 +92,13 @@ func simulate(t *testing.T, c *Call, p *Params, until time.Duration, answer answ
 			}
 		} else {
 			buf = c.Fire(now, p, buf[:0])
+			for i, a := range buf {
+				// Fired exactly at the deadline: Due is now.
+				if (a.Kind == ActRefresh || a.Kind == ActProbe) && a.Due != now {
+					t.Fatalf("%v fired at %d with Due %d", a.Kind, now, a.Due)
+				}
+				buf[i].Due = 0 // the events below compare without it
+			}
 		}
 		for _, a := range buf {
 			events = append(events, event{at: (now - t0) / int64(time.Millisecond), act: a})
@@ -877,5 +884,22 @@ func TestCallSize(t *testing.T) {
 	// state must stay a small part of it.
 	if n := unsafe.Sizeof(Call{}); n > 128 {
 		t.Errorf("session.Call is %d bytes, want at most 128", n)
+	}
+}
+
+// TestFireReportsDue: a refresh fired late carries the deadline it was due
+// at, which the sip layer measures its lateness against.
+func TestFireReportsDue(t *testing.T) {
+	p := paramsTTL(90)
+	c := answered(&p, 90, RefresherNone, RefresherUAC)
+	due := c.Next()
+	acts := c.Fire(due+int64(7*time.Millisecond), &p, nil)
+	if len(acts) != 2 {
+		t.Fatalf("actions %v, want a refresh per leg", acts)
+	}
+	for _, a := range acts {
+		if a.Kind != ActRefresh || a.Due != due {
+			t.Errorf("action %+v, want ActRefresh with Due %d", a, due)
+		}
 	}
 }
