@@ -154,6 +154,7 @@ func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.S
 		log.Error("cannot start SIP", "err", err)
 		return exitError
 	}
+	tuneGC(log, os.Getenv) // the tables are allocated: size the GC's headroom
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+)
+
+// gcHeadroom is about how much garbage sbcd lets the heap gather over its
+// live data before the next collection.
+//
+// Go's default (GOGC=100) lets the heap grow by as much as is live. Most of
+// what is live in sbcd is its preallocated tables (DESIGN.md §1: at the
+// default capacity about 90 MB of dialog slots, 50 MB of bindings and the
+// 32 MiB retransmission cache), so the default let 140 MB or more of garbage
+// pile up on a box of 512 MB: the memory growth under churn and per call that
+// DESIGN.md §10 bounds (BENCHMARKS.md). A collection costs sbcd a few
+// milliseconds of CPU (the tables hold few pointers), so a small headroom is
+// cheap.
+const gcHeadroom = 32 << 20
+
+// GC percentage bounds: below 10 collections would run back to back under
+// load; above 100 is the default's own headroom (a small configuration).
+const (
+	minGCPercent = 10
+	maxGCPercent = 100
+)
+
+// tuneGC sets the GC percentage for a headroom of about gcHeadroom over the
+// heap that is live now, once the tables are allocated. GOGC in the
+// environment wins, as in any Go program: then it sets nothing and returns
+// 0; otherwise it returns the percentage it set.
+func tuneGC(log *slog.Logger, getenv func(string) string) int {
+	if v := getenv("GOGC"); v != "" {
+		log.Info("garbage collector: GOGC from the environment", "gogc", v)
+		return 0
+	}
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	p := gcPercent(m.HeapAlloc, gcHeadroom)
+	debug.SetGCPercent(p)
+	log.Info("garbage collector", "live_mb", m.HeapAlloc>>20, "gogc", p, "headroom_mb", uint64(p)*m.HeapAlloc/100>>20)
+	return p
+}
+
+// gcPercent is the GC percentage that gives headroom bytes over live bytes,
+// within [minGCPercent, maxGCPercent].
+func gcPercent(live, headroom uint64) int {
+	if live == 0 {
+		return maxGCPercent
+	}
+	return int(min(max(headroom*100/live, minGCPercent), maxGCPercent))
+}

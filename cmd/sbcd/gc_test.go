@@ -1,0 +1,45 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"testing"
+)
+
+func TestGCPercent(t *testing.T) {
+	for _, tc := range []struct {
+		live, headroom uint64
+		want           int
+	}{
+		{0, 32 << 20, 100},
+		{8 << 20, 32 << 20, 100},   // a small box: the default
+		{64 << 20, 32 << 20, 50},   // headroom is half of what is live
+		{172 << 20, 32 << 20, 18},  // the default capacity's tables
+		{1024 << 20, 32 << 20, 10}, // floor: never back-to-back collections
+		{320 << 20, 32 << 20, 10},  // exactly the floor
+		{330 << 20, 33 << 20, 10},
+	} {
+		if got := gcPercent(tc.live, tc.headroom); got != tc.want {
+			t.Errorf("gcPercent(%d MB, %d MB) = %d, want %d", tc.live>>20, tc.headroom>>20, got, tc.want)
+		}
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if p := tuneGC(log, func(string) string { return "" }); p < minGCPercent || p > maxGCPercent {
+		t.Fatalf("tuneGC = %d", p)
+	} else if got := debug.SetGCPercent(p); got != p {
+		t.Fatalf("GC percent in force %d, tuneGC returned %d", got, p)
+	}
+	debug.SetGCPercent(77)
+	if p := tuneGC(log, func(k string) string { return map[string]string{"GOGC": "200"}[k] }); p != 0 {
+		t.Fatalf("tuneGC with GOGC set = %d, want 0", p)
+	}
+	if got := debug.SetGCPercent(77); got != 77 {
+		t.Fatalf("tuneGC changed the GC percent to %d although GOGC is set", got)
+	}
+}
