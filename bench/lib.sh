@@ -33,3 +33,22 @@ apt_install() {
 		timeout 30 systemctl disable --now kamailio >/dev/null 2>&1 || true
 	fi
 }
+
+# percentiles P...: the numbers on stdin (one a line; blank lines ignored),
+# sorted, as "n min pP... max": pP is the value at index ceil(P/100 * n)
+# (1-based) of the sorted list. Empty input: "0" and a "-" for each of the
+# others.
+percentiles() {
+	sort -g | awk -v ps="$*" 'NF { v[++n] = $1 }
+		END {
+			k = split(ps, p, " ")
+			if (n == 0) { s = "0 -"; for (j = 1; j <= k; j++) s = s " -"; print s " -"; exit }
+			s = n " " v[1]
+			for (j = 1; j <= k; j++) {
+				x = p[j] * n / 100; i = int(x); if (i < x) i++
+				if (i < 1) i = 1
+				if (i > n) i = n
+				s = s " " v[i]
+			}
+			print s " " v[n] }'
+}

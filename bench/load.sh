@@ -8,6 +8,8 @@
 #   SUT=both RUNS=3 bash bench/load.sh        # kamailio then sbcd per run, ratios
 #   RUNS=3 bash bench/load.sh                 # medians of 3 runs (~13 min per run and SUT)
 #   PHASES="rate" RATES="500 1000" STEP_SECS=5 bash bench/load.sh   # quick pass
+#   SUT=both PHASES=teardown bash bench/load.sh   # dead calls (~2.5 min per SUT)
+#   PHASES=refresh bash bench/load.sh             # 50,000 refreshed calls (~4 min)
 #
 # SIPp caller (bench/sipp/uac.xml) -> system under test -> SIPp callee
 # (bench/sipp/uas.xml), all on 127.0.0.1, the same scenarios for every SUT.
@@ -37,13 +39,37 @@
 #          Kamailio's 5 s tm wait timer): (memory - idle) / N bytes per call.
 #   churn  CHURN_RATE calls/s of 1-s calls for CHURN_SECS s; memory every
 #          second during the load and AFTER_SECS s after it.
+#   teardown  dead-call detection (not in the default PHASES): TEARDOWN_CALLS
+#          calls at TEARDOWN_RATE calls/s whose caller (bench/sipp/uac_dead.xml)
+#          asks for Session-Expires TEARDOWN_SE;refresher=uac, ACKs, and never
+#          refreshes; the callee (uas_timer.xml) answers SE;refresher=uac and
+#          every refresh. sbcd (ttl TEARDOWN_SE, min_se 90) must BYE the call at
+#          SE - min(32, SE/3) (60 s for SE 90), Kamailio (dialog timeout from
+#          Session-Expires) at SE. Per call, SIPp measures 200 received -> BYE
+#          received (start_rtd/rtd, -trace_rtt: 1 ms resolution); reported as
+#          measured - expected in ms (min, p50, p99, max, share within
+#          100 ms), calls with no BYE, and sbcd's CDR end reasons.
+#   refresh  refresh punctuality, sbcd only (a proxy does not refresh;
+#          SUT=kamailio skips it; not in the default PHASES): REFRESH_CALLS
+#          calls ramped at HOLD_RATE calls/s with Session-Expires REFRESH_SE,
+#          sbcd (ttl REFRESH_SE, min_se 90) the refresher on both legs, so it
+#          refreshes every SE/2 on each; each call is held REFRESH_HOLD_SECS s
+#          past the ramp (-d = ramp + REFRESH_HOLD_SECS) and the caller BYEs
+#          it. Caller (uac_refresh.xml) and callee (uas_timer.xml) answer every
+#          refresh and time the interval: 200 of the INVITE, then 200 of each
+#          refresh, to the next refresh. Lateness = interval - SE/2 (ms; per
+#          leg and both: p50, p99, max, share within 20 ms); sbcd's own
+#          figures from its "session refreshes" log line at SIGTERM ("-" when
+#          it has none); refreshes sent per leg from its CDRs.
 # Output: key=value lines (summary.txt, medians over RUNS when RUNS > 1), a
 # human table, and raw logs under OUT (a temp dir on disk, printed at the end).
 #
 # Knobs (environment): SUT, SBCD, SIPP, RUNS, PHASES, RATES, STEP_SECS,
 # CALL_MS, FAIL_PCT, KEEPUP_PCT, HOLDS, HOLD_RATE, SETTLE_SECS, CHURN_RATE,
-# CHURN_SECS, AFTER_SECS, BASE_PORT, OUT, SIPP_TRACE, REF_RATE (the rate of the headline
-# CPU-per-call ratio), KAM_SHM_MB, KAM_PKG_MB, KAM_CHILDREN, INSTALL.
+# CHURN_SECS, AFTER_SECS, TEARDOWN_CALLS, TEARDOWN_RATE, TEARDOWN_SE,
+# REFRESH_CALLS, REFRESH_HOLD_SECS, REFRESH_SE, BASE_PORT, OUT, SIPP_TRACE,
+# REF_RATE (the rate of the headline CPU-per-call ratio), KAM_SHM_MB,
+# KAM_PKG_MB, KAM_CHILDREN, INSTALL.
 # Another system under test: add sut_start_<name>, sut_mem_<name>,
 # sut_stop_<name> and sut_kill_<name> below and run with SUT=<name>; the
 # phases use sut_start, sut_mem_kb, sut_ticks, sut_pss_kb, sut_stop and
@@ -76,6 +102,12 @@ SETTLE_SECS=${SETTLE_SECS:-40}
 CHURN_RATE=${CHURN_RATE:-1500}
 CHURN_SECS=${CHURN_SECS:-60}
 AFTER_SECS=${AFTER_SECS:-40}
+TEARDOWN_CALLS=${TEARDOWN_CALLS:-200}
+TEARDOWN_RATE=${TEARDOWN_RATE:-50}
+TEARDOWN_SE=${TEARDOWN_SE:-90}
+REFRESH_CALLS=${REFRESH_CALLS:-50000}
+REFRESH_HOLD_SECS=${REFRESH_HOLD_SECS:-150}
+REFRESH_SE=${REFRESH_SE:-90}
 BASE_PORT=${BASE_PORT:-25060}
 SUT_PORT=$BASE_PORT
 UAC_PORT=$((BASE_PORT + 1))
@@ -137,7 +169,11 @@ case " $SUTS " in *" kamailio "*)
 	pgrep -x kamailio >/dev/null && log "note: other kamailio processes are running (not ours; left alone)"
 	;;
 esac
-for f in uac.xml uas.xml; do [ -f "$SCEN/$f" ] || die "missing $SCEN/$f"; done
+for f in uac.xml uas.xml uac_dead.xml uac_refresh.xml uas_timer.xml; do [ -f "$SCEN/$f" ] || die "missing $SCEN/$f"; done
+for v in TEARDOWN_SE REFRESH_SE; do
+	# RFC 4028 §4: no session interval below 90 s (sbcd's min_se here)
+	[ "${!v}" -ge 90 ] 2>/dev/null || die "$v must be a whole number of seconds >= 90"
+done
 for p in "$SUT_PORT" "$UAC_PORT" "$UAS_PORT"; do
 	ss -Hlun "src 127.0.0.1:$p" 2>/dev/null | grep -q . && die "UDP 127.0.0.1:$p is in use (set BASE_PORT)"
 done
@@ -171,8 +207,10 @@ udp_drops() {
 }
 
 # ---- system under test ---------------------------------------------------
-# sut_start DIR LIMIT: starts the SUT (bounded by LIMIT seconds), sets
-# SUT_PID, SUT_TPID (its timeout wrapper) and SUT_PIDS.
+# sut_start DIR LIMIT [TTL]: starts the SUT (bounded by LIMIT seconds), sets
+# SUT_PID, SUT_TPID (its timeout wrapper) and SUT_PIDS. TTL: sbcd's
+# [session_timer] ttl (default 600; Kamailio takes Session-Expires from the
+# calls and ignores it).
 sut_start() { "sut_start_$SUT" "$@"; }
 # sut_mem_kb: the SUT's memory figure in kB (sbcd: VmRSS; kamailio: shm real_used)
 sut_mem_kb() { "sut_mem_$SUT"; }
@@ -187,7 +225,7 @@ sut_note() {
 }
 
 sut_start_sbcd() {
-	local dir=$1 limit=$2
+	local dir=$1 limit=$2 ttl=${3:-600}
 	mkdir -p "$dir/cdr"
 	cat >"$dir/sbcd.toml" <<EOF
 [system]
@@ -199,7 +237,7 @@ upstream = "sip:127.0.0.1:$UAS_PORT"
 max_calls = $MAX_CALLS
 
 [session_timer]
-ttl = 600
+ttl = $ttl
 min_se = 90
 
 [[device]]
@@ -336,12 +374,14 @@ sut_stop_kamailio() {
 }
 
 # ---- SIPp ------------------------------------------------------------------
-# uas_start DIR LIMIT
+# uas_start DIR LIMIT [SCENARIO [SIPP_ARG...]]: the callee, uas.xml unless
+# SCENARIO (a file in bench/sipp) is given, with SIPP_ARGs added
 UAS_PID=""
 uas_start() {
-	local dir=$1 limit=$2
-	(cd "$dir" && exec timeout -k 5 "$limit" "$SIPP" -sf "$SCEN/uas.xml" "${SIPP_COMMON[@]}" -p "$UAS_PORT" \
-		-error_file "$dir/uas_err.log" -stf "$dir/uas_stat.csv" -timeout "${limit}s" \
+	local dir=$1 limit=$2 scen=${3:-uas.xml}
+	local extra=("${@:4}")
+	(cd "$dir" && exec timeout -k 5 "$limit" "$SIPP" -sf "$SCEN/$scen" "${SIPP_COMMON[@]}" -p "$UAS_PORT" \
+		-error_file "$dir/uas_err.log" -stf "$dir/uas_stat.csv" -timeout "${limit}s" "${extra[@]}" \
 		>"$dir/uas.out" 2>&1) &
 	UAS_PID=$!
 	PIDS+=("$UAS_PID")
@@ -352,14 +392,17 @@ uas_stop() {
 	# timeout forwards TERM to SIPp; the subshell exits with it
 	wait "$UAS_PID" 2>/dev/null || true
 }
-# uac_start DIR LIMIT RATE CALLS CONCURRENCY DURATION_MS
+# uac_start DIR LIMIT RATE CALLS CONCURRENCY DURATION_MS [SCENARIO [SIPP_ARG...]]:
+# the caller, uac.xml unless SCENARIO (a file in bench/sipp) is given, with
+# SIPP_ARGs added
 UAC_PID=""
 uac_start() {
-	local dir=$1 limit=$2 rate=$3 calls=$4 conc=$5 dur=$6
-	(cd "$dir" && exec timeout -k 5 "$limit" "$SIPP" -sf "$SCEN/uac.xml" "${SIPP_COMMON[@]}" -p "$UAC_PORT" \
+	local dir=$1 limit=$2 rate=$3 calls=$4 conc=$5 dur=$6 scen=${7:-uac.xml}
+	local extra=("${@:8}")
+	(cd "$dir" && exec timeout -k 5 "$limit" "$SIPP" -sf "$SCEN/$scen" "${SIPP_COMMON[@]}" -p "$UAC_PORT" \
 		-s callee -r "$rate" -rp 1000 -m "$calls" -l "$conc" -d "$dur" \
 		-error_file "$dir/uac_err.log" -stf "$dir/uac_stat.csv" -trace_screen -screen_file "$dir/uac_screen.log" \
-		"127.0.0.1:$SUT_PORT" >"$dir/uac.out" 2>&1) &
+		"${extra[@]}" "127.0.0.1:$SUT_PORT" >"$dir/uac.out" 2>&1) &
 	UAC_PID=$!
 	PIDS+=("$UAC_PID")
 }
@@ -583,6 +626,194 @@ phase_churn() {
 	log "  ok $ok/$calls (failed $failed, of which $late late-1xx aborts), achieved $ach/s; mem idle $idle, peak $peak, end $rss_end, +${AFTER_SECS}s $rss_after kB; pss idle $pss_idle, peak $pss_peak kB; $SUT $(cat "$d/stop.txt")"
 }
 
+# ---- helpers of the timing phases (teardown, refresh) -----------------------
+# rtd_ms DIR SCENARIO NAME: every value (ms) SIPp measured for response time
+# NAME, from DIR/SCENARIO_<pid>_rtt.csv (-trace_rtt -rtt_freq 1: lines
+# "Date_ms;response_time_ms;rtd_no", rtd_no being the rtd's name)
+rtd_ms() {
+	local f
+	for f in "$1/$2"_*_rtt.csv; do
+		[ -f "$f" ] || continue
+		awk -F';' -v n="$3" '$3 == n { print $2 }' "$f"
+	done
+}
+# teardown_after_ms SE: when the side that does not refresh tears a session of
+# SE seconds down, in ms (RFC 4028 §10, DESIGN.md §2): SE - min(32, SE/3) s
+teardown_after_ms() { calc "%.0f" "$1 * 1000 - ($1 * 1000 / 3 < 32000 ? $1 * 1000 / 3 : 32000)"; }
+# within_ms MS FILE: how many of FILE's numbers are within ±MS
+within_ms() { awk -v m="$1" '$1 <= m && $1 >= -m { c++ } END { print c + 0 }' "$2"; }
+# pct PART WHOLE: PART/WHOLE in %, 2 decimals ("-" when WHOLE is 0)
+pct() { if [ "${2:-0}" -gt 0 ]; then calc "%.2f" "$1 * 100 / $2"; else echo "-"; fi; }
+# cdr_lines DIR: sbcd's CDR lines (headers left out)
+cdr_lines() { cat "$1"/cdr/*.csv 2>/dev/null | awk -F, '$10 != "end_reason"'; }
+
+# ---- phase 4: dead-call teardown -------------------------------------------
+phase_teardown() {
+	local run=$1
+	local d="$OUT/run$run/$SUT/teardown" n=$TEARDOWN_CALLS se=$TEARDOWN_SE
+	local ramp=$(((TEARDOWN_CALLS + TEARDOWN_RATE - 1) / TEARDOWN_RATE)) exp_ms
+	# sbcd is not the refresher towards the caller: BYE at SE - min(32, SE/3);
+	# Kamailio's dialog timer (timeout from Session-Expires) at SE, in whole
+	# seconds of its timer ticks
+	if [ "$SUT" = sbcd ]; then exp_ms=$(teardown_after_ms "$se"); else exp_ms=$((se * 1000)); fi
+	mkdir -p "$d"
+	log "run $run $SUT teardown: $n dead calls at ${TEARDOWN_RATE}/s, SE $se: BYE expected $(calc "%.3f" "$exp_ms / 1000") s after the 200"
+	# the last call is up after ~ramp s (3x when loaded) and gets its BYE
+	# < SE s later; a caller gives up on its BYE SE + 30 s after the 200
+	local lim=$((ramp * 3 + se + 60))
+	sut_start "$d" $((lim + 90)) "$se"
+	uas_start "$d" $((lim + 30)) uas_timer.xml -key se "$se" -trace_rtt -rtt_freq 1
+	uac_start "$d" "$lim" "$TEARDOWN_RATE" "$n" "$n" 1000 uac_dead.xml -key se "$se" \
+		-trace_rtt -rtt_freq 1 -recv_timeout $(((se + 30) * 1000))
+	local uac_rc=0
+	wait "$UAC_PID" 2>/dev/null || uac_rc=$?
+	sleep 3 # the callee's timewait after the last BYE, and its last stat row
+	local sut_alive=1; alive "$SUT_PID" || sut_alive=0
+	sut_stop "$d"
+	uas_stop
+	rtd_ms "$d" uac_dead teardown >"$d/teardown_ms.txt"
+	awk -v e="$exp_ms" '{ print $1 - e }' "$d/teardown_ms.txt" >"$d/teardown_dev_ms.txt"
+	local est down within cnt mn p50 p99 mx mp50 failed callee
+	est=$(rtd_ms "$d" uac_dead setup | wc -l)
+	down=$(wc -l <"$d/teardown_ms.txt")
+	within=$(within_ms 100 "$d/teardown_dev_ms.txt")
+	read -r cnt mn p50 p99 mx < <(percentiles 50 99 <"$d/teardown_dev_ms.txt")
+	read -r cnt _ mp50 _ < <(percentiles 50 <"$d/teardown_ms.txt")
+	[ "$cnt" -gt 0 ] && mp50=$(calc "%.3f" "$mp50 / 1000")
+	failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
+	callee=$(sstat "$d/uas_stat.csv" 'SuccessfulCall(C)')
+	put "teardown.calls" "$n"
+	put "teardown.rate" "$TEARDOWN_RATE"
+	put "teardown.se" "$se"
+	put "teardown.expected_s" "$(calc "%.3f" "$exp_ms / 1000")"
+	put "teardown.established" "$est"
+	put "teardown.torn_down" "$down"
+	put "teardown.no_bye" "$((est - down))"
+	put "teardown.failed_sipp" "$failed"
+	put "teardown.callee_byes" "$callee"
+	put "teardown.measured_p50_s" "$mp50"
+	put "teardown.min_ms" "$mn"
+	put "teardown.p50_ms" "$p50"
+	put "teardown.p99_ms" "$p99"
+	put "teardown.max_ms" "$mx"
+	put "teardown.within_100ms" "$within"
+	put "teardown.within_100ms_pct" "$(pct "$within" "$est")"
+	put "teardown.uac_exit" "$uac_rc"
+	put "teardown.sut_alive" "$sut_alive"
+	put "teardown.sut_stop" "$(grep -q '^exited' "$d/stop.txt" && echo clean || echo hung)"
+	local cdr=""
+	if [ "$SUT" = sbcd ]; then
+		local st other cd50
+		st=$(cdr_lines "$d" | awk -F, '$10 == "session_timeout"' | wc -l)
+		other=$(cdr_lines "$d" | awk -F, '$10 != "session_timeout"' | wc -l)
+		# duration: end_time - answer_time, sbcd's own view of the teardown
+		read -r _ _ cd50 _ < <(cdr_lines "$d" | awk -F, '$10 == "session_timeout" { print $9 }' | percentiles 50)
+		put "teardown.cdr_session_timeout" "$st"
+		put "teardown.cdr_other_reason" "$other"
+		put "teardown.cdr_duration_p50_s" "$cd50"
+		cdr="; CDR: $st session_timeout, $other other (duration p50 ${cd50} s)"
+	fi
+	log "  established $est/$n, torn down $down (no BYE $((est - down)), SIPp failed $failed, callee BYEs $callee); measured p50 ${mp50} s, minus expected: min $mn p50 $p50 p99 $p99 max $mx ms, $within within 100 ms$cdr; $SUT $(cat "$d/stop.txt")"
+	[ "$sut_alive" -eq 1 ] || log "  SUT DIED: $(tail -3 "$d/$SUT.log")"
+}
+
+# ---- phase 5: refresh punctuality (sbcd) -----------------------------------
+phase_refresh() {
+	local run=$1
+	if [ "$SUT" != sbcd ]; then
+		log "run $run $SUT refresh: skipped (a proxy does not refresh sessions; sbcd only)"
+		return 0
+	fi
+	local d="$OUT/run$run/$SUT/refresh" n=$REFRESH_CALLS se=$REFRESH_SE
+	local ramp=$(((REFRESH_CALLS + HOLD_RATE - 1) / HOLD_RATE))
+	# sbcd refreshes every ttl/update_segment (default 2) on each leg
+	local due_ms=$((se * 500)) hold_ms=$(((ramp + REFRESH_HOLD_SECS) * 1000))
+	mkdir -p "$d"
+	log "run $run $SUT refresh: $n calls ramped at ${HOLD_RATE}/s, SE $se (refresh due every $(calc "%.1f" "$due_ms / 1000") s per leg), each held $((hold_ms / 1000)) s"
+	# the last call starts after ~ramp s (3x when loaded), lasts ramp +
+	# REFRESH_HOLD_SECS s, then BYE and SIPp's 4-s timewait
+	local lim=$((ramp * 4 + REFRESH_HOLD_SECS + 60))
+	sut_start "$d" $((lim + 120)) "$se"
+	sleep 1
+	local idle; idle=$(sut_mem_kb)
+	uas_start "$d" $((lim + 30)) uas_timer.xml -key se "$se" -trace_rtt -rtt_freq 1
+	uac_start "$d" "$lim" "$HOLD_RATE" "$n" "$n" "$hold_ms" uac_refresh.xml -key se "$se" -trace_rtt -rtt_freq 1
+	local peak=$idle r
+	while alive "$UAC_PID"; do
+		r=$(sut_mem_kb); [ "${r:-0}" -gt "$peak" ] && peak=$r
+		sleep 1
+	done
+	local uac_rc=0
+	wait "$UAC_PID" 2>/dev/null || uac_rc=$?
+	sleep 3 # the callee's timewait after the last BYE, and its last stat row
+	local sut_alive=1; alive "$SUT_PID" || sut_alive=0
+	local drops; drops=$(udp_drops "$SUT_PORT")
+	# SIGTERM: sbcd logs its own refresh figures as it stops
+	sut_stop "$d"
+	uas_stop
+	rtd_ms "$d" uac_refresh refresh | awk -v e="$due_ms" '{ print $1 - e }' >"$d/late_a_ms.txt"
+	rtd_ms "$d" uas_timer refresh | awk -v e="$due_ms" '{ print $1 - e }' >"$d/late_b_ms.txt"
+	cat "$d/late_a_ms.txt" "$d/late_b_ms.txt" >"$d/late_ms.txt"
+	local est ok failed leg f cnt mn p50 p99 mx within summ=""
+	est=$(rtd_ms "$d" uac_refresh setup | wc -l)
+	ok=$(sstat "$d/uac_stat.csv" 'SuccessfulCall(C)')
+	failed=$(sstat "$d/uac_stat.csv" 'FailedCall(C)')
+	put "refresh.calls" "$n"
+	put "refresh.rate" "$HOLD_RATE"
+	put "refresh.se" "$se"
+	put "refresh.due_s" "$(calc "%.1f" "$due_ms / 1000")"
+	put "refresh.hold_s" "$((hold_ms / 1000))"
+	put "refresh.established" "$est"
+	put "refresh.successful" "$ok"
+	put "refresh.failed_sipp" "$failed"
+	# per leg (a: caller, b: callee) and both: lateness = interval - due
+	for leg in a b both; do
+		case $leg in a) f="$d/late_a_ms.txt" ;; b) f="$d/late_b_ms.txt" ;; *) f="$d/late_ms.txt" ;; esac
+		read -r cnt mn p50 p99 mx < <(percentiles 50 99 <"$f")
+		within=$(within_ms 20 "$f")
+		local k="refresh.${leg}_"
+		[ "$leg" = both ] && k="refresh."
+		put "${k}refreshes" "$cnt"
+		[ "$leg" = both ] || put "${k}refreshes_per_call" "$(if [ "$est" -gt 0 ]; then calc "%.2f" "$cnt / $est"; else echo -; fi)"
+		put "${k}late_min_ms" "$mn"
+		put "${k}late_p50_ms" "$p50"
+		put "${k}late_p99_ms" "$p99"
+		put "${k}late_max_ms" "$mx"
+		put "${k}within_20ms_pct" "$(pct "$within" "$cnt")"
+		summ="$summ; $leg: $cnt refreshes, late p50 $p50 p99 $p99 max $mx ms"
+	done
+	# sbcd's refreshes sent per answered call and leg, from its CDRs
+	local cdr_calls a_min a_sum b_min b_sum not_bye
+	read -r cdr_calls a_min a_sum b_min b_sum < <(cdr_lines "$d" | awk -F, '$15 == "timer" || $20 == "timer" {
+		c++; a += $16; b += $21
+		if (c == 1 || $16 < amin) amin = $16; if (c == 1 || $21 < bmin) bmin = $21 }
+		END { if (c) print c, amin, a, bmin, b; else print "0 - 0 - 0" }')
+	not_bye=$(cdr_lines "$d" | awk -F, '$10 != "caller_bye"' | wc -l)
+	put "refresh.cdr_calls" "$cdr_calls"
+	put "refresh.cdr_a_refreshes_sent" "$a_sum"
+	put "refresh.cdr_a_min_per_call" "$a_min"
+	put "refresh.cdr_b_refreshes_sent" "$b_sum"
+	put "refresh.cdr_b_min_per_call" "$b_min"
+	put "refresh.cdr_not_caller_bye" "$not_bye"
+	# sbcd's own figures, logged at SIGTERM (log/slog text):
+	#   msg="session refreshes" sent=N late_p50_ms=X late_p99_ms=Y late_max_ms=Z
+	local line
+	line=$(grep 'msg="session refreshes"' "$d/sbcd.log" | tail -1 || true)
+	local key v
+	for key in sent late_p50_ms late_p99_ms late_max_ms; do
+		v=$(printf '%s\n' "$line" | tr ' ' '\n' | awk -F= -v k="$key" '$1 == k { v = $2; gsub(/"/, "", v) } END { print (v == "" ? "-" : v) }')
+		case $key in sent) put "refresh.internal_sent" "$v" ;; *) put "refresh.internal_${key#late_}" "$v" ;; esac
+	done
+	put "refresh.sut_mem_idle_kb" "$idle"
+	put "refresh.sut_mem_peak_kb" "$peak"
+	put "refresh.udp_drops_sut" "$drops"
+	put "refresh.uac_exit" "$uac_rc"
+	put "refresh.sut_alive" "$sut_alive"
+	put "refresh.sut_stop" "$(grep -q '^exited' "$d/stop.txt" && echo clean || echo hung)"
+	log "  established $est/$n, successful $ok, failed $failed$summ; CDR refreshes sent per call a >= $a_min, b >= $b_min; sbcd's own: ${line:-no \"session refreshes\" line}; $SUT $(cat "$d/stop.txt")"
+	[ "$sut_alive" -eq 1 ] || log "  SUT DIED: $(tail -3 "$d/$SUT.log")"
+}
+
 # ---- runs, medians, table --------------------------------------------------
 # REPORT_ONLY=1 OUT=DIR: no runs, the report again from DIR's run*/summary.txt
 if [ "${REPORT_ONLY:-0}" = 1 ]; then
@@ -636,6 +867,8 @@ awk -F= '{ k = $1; v = substr($0, length(k) + 2)
 S="$OUT/summary.txt"
 g() { awk -F= -v k="$1" '$1 == k { print substr($0, length(k) + 2) }' "$S"; }
 mb() { local v; v=$(g "$1"); [ -n "$v" ] && calc "%.1f" "$v / 1024" || echo "-"; }
+# gnum KEY: the value when it is a number, else nothing (for ratio)
+gnum() { g "$1" | awk '/^-?[0-9.]+$/'; }
 # ratio NUM DEN: NUM/DEN with 2 decimals, "-" when either is missing or DEN is 0
 ratio() { if [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN { exit !($2 != 0) }"; then calc "%.2f" "$1 / $2"; else echo "-"; fi; }
 # rate_ok SUT RATE: the step ran and had < FAIL_PCT % failed calls
@@ -687,6 +920,34 @@ report_sut() {
 			"$(g "$s.churn.cpu_us_per_call")"
 		echo
 	fi
+	if grep -q "^$s\.teardown\." "$S"; then
+		echo "== $s: dead-call teardown ($(g "$s.teardown.calls") calls at $(g "$s.teardown.rate")/s, SE $(g "$s.teardown.se"), the caller never refreshes; BYE expected $(g "$s.teardown.expected_s") s after the 200) =="
+		printf '%-12s %-10s %-7s %-11s %-8s %-8s %-8s %-8s %-13s\n' established torn_down no_bye measured_s min_ms p50_ms p99_ms max_ms within_100ms%
+		printf '%-12s %-10s %-7s %-11s %-8s %-8s %-8s %-8s %-13s\n' "$(g "$s.teardown.established")" "$(g "$s.teardown.torn_down")" \
+			"$(g "$s.teardown.no_bye")" "$(g "$s.teardown.measured_p50_s")" "$(g "$s.teardown.min_ms")" "$(g "$s.teardown.p50_ms")" \
+			"$(g "$s.teardown.p99_ms")" "$(g "$s.teardown.max_ms")" "$(g "$s.teardown.within_100ms_pct")"
+		echo "(measured: the caller's 200 received -> the SUT's BYE received, SIPp rtd, 1 ms resolution, p50; *_ms: measured - expected; within_100ms% of the calls established)"
+		echo "  callee BYEs $(g "$s.teardown.callee_byes"), SIPp failed calls $(g "$s.teardown.failed_sipp")$([ "$s" = sbcd ] && echo "; CDR end reasons: session_timeout $(g "$s.teardown.cdr_session_timeout"), other $(g "$s.teardown.cdr_other_reason"); CDR duration p50 $(g "$s.teardown.cdr_duration_p50_s") s")"
+		echo
+	fi
+	if grep -q "^$s\.refresh\." "$S"; then
+		echo "== $s: refresh punctuality ($(g "$s.refresh.calls") calls ramped at $(g "$s.refresh.rate")/s, SE $(g "$s.refresh.se"), due every $(g "$s.refresh.due_s") s per leg, held $(g "$s.refresh.hold_s") s) =="
+		printf '%-10s %-10s %-9s %-12s %-12s %-12s %-12s %-12s\n' leg refreshes per_call late_min_ms late_p50_ms late_p99_ms late_max_ms within_20ms%
+		local leg k
+		for leg in a b both; do
+			k="$s.refresh.${leg}_"
+			[ "$leg" = both ] && k="$s.refresh."
+			printf '%-10s %-10s %-9s %-12s %-12s %-12s %-12s %-12s\n' "$(case $leg in a) echo caller ;; b) echo callee ;; *) echo both ;; esac)" \
+				"$(g "${k}refreshes")" "$(g "${k}refreshes_per_call")" "$(g "${k}late_min_ms")" "$(g "${k}late_p50_ms")" \
+				"$(g "${k}late_p99_ms")" "$(g "${k}late_max_ms")" "$(g "${k}within_20ms_pct")"
+		done
+		echo "(late = interval - due, ms, SIPp rtd at 1 ms resolution: 200 of the INVITE, then 200 of each refresh, to the next refresh received)"
+		echo "  $s's own (log at SIGTERM): sent $(g "$s.refresh.internal_sent"), late p50 $(g "$s.refresh.internal_p50_ms"), p99 $(g "$s.refresh.internal_p99_ms"), max $(g "$s.refresh.internal_max_ms") ms"
+		echo "  calls established $(g "$s.refresh.established"), successful $(g "$s.refresh.successful"), SIPp failed $(g "$s.refresh.failed_sipp");" \
+			"CDR: $(g "$s.refresh.cdr_calls") calls, refreshes sent caller leg $(g "$s.refresh.cdr_a_refreshes_sent") (>= $(g "$s.refresh.cdr_a_min_per_call") per call)," \
+			"callee leg $(g "$s.refresh.cdr_b_refreshes_sent") (>= $(g "$s.refresh.cdr_b_min_per_call") per call), not ended by the caller's BYE $(g "$s.refresh.cdr_not_caller_bye")"
+		echo
+	fi
 }
 # the side-by-side table: sbcd / kamailio
 report_ratios() {
@@ -731,6 +992,20 @@ report_ratios() {
 				"$(g "$b.hold.$n.pss_bytes_per_call_settled")" \
 				"$(ratio "$(g "$b.hold.$n.pss_bytes_per_call_settled")" "$(g "$k.hold.$n.pss_bytes_per_call_settled")")" "(for reference)"
 		done
+	fi
+	if grep -q '^sbcd\.teardown\.' "$S" && grep -q '^kamailio\.teardown\.' "$S"; then
+		printf '%-44s %-12s %-12s %-8s %s\n' "dead-call teardown s after the 200 (p50)" "$(g "$k.teardown.measured_p50_s")" \
+			"$(g "$b.teardown.measured_p50_s")" "$(ratio "$(gnum "$b.teardown.measured_p50_s")" "$(gnum "$k.teardown.measured_p50_s")")" \
+			"sbcd SE - min(32,SE/3) = $(g "$b.teardown.expected_s") s ± 100 ms; kamailio SE"
+		printf '%-44s %-12s %-12s %-8s %s\n' "teardown - expected, p99 ms" "$(g "$k.teardown.p99_ms")" "$(g "$b.teardown.p99_ms")" "-" \
+			"sbcd within ±100 ms; kamailio 1 s resolution"
+		printf '%-44s %-12s %-12s %-8s %s\n' "teardown within 100 ms of expected, %" "$(g "$k.teardown.within_100ms_pct")" \
+			"$(g "$b.teardown.within_100ms_pct")" "-" "sbcd 100"
+	fi
+	if grep -q '^sbcd\.refresh\.' "$S"; then
+		printf '%-44s %-12s %-12s %-8s %s\n' "refresh lateness p99 ms (at $(g "$b.refresh.calls") calls)" "-" "$(g "$b.refresh.late_p99_ms")" "-" \
+			"<= 20 (kamailio does not refresh)"
+		printf '%-44s %-12s %-12s %-8s %s\n' "refresh lateness p99 ms, sbcd's own" "-" "$(g "$b.refresh.internal_p99_ms")" "-" "<= 20"
 	fi
 	echo "(memory: sbcd VmRSS growth, kamailio shared-memory real_used growth (kamcmd core.shmmem); pss rows: PSS over all processes)"
 }
