@@ -6,9 +6,12 @@
 //
 // Usage:
 //
-//	sbcd [-config FILE] [-log-level debug|info|warn|error]
+//	sbcd [-config FILE] [-log-level debug|info|warn|error] [-cpuprofile FILE]
 //	sbcd check FILE
 //	sbcd version
+//
+// -cpuprofile writes a CPU profile of the whole run (pprof format) to FILE
+// when sbcd stops: for engineers measuring the call path (BENCHMARKS.md).
 //
 // Without -config, sbcd reads /data/sbcd.toml, else the image's
 // /etc/sbcd/sbcd.toml, else its built-in defaults, which serve SIP on
@@ -37,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -129,6 +133,7 @@ func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) i
 		level = l
 		return nil
 	})
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (pprof format) to `FILE` when sbcd stops")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -140,6 +145,18 @@ func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) i
 		usage(stderr, fs)
 		return exitUsage
 	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "sbcd: %v\n", err)
+			return exitError
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				fmt.Fprintf(stderr, "sbcd: %v\n", err)
+			}
+		}()
+	}
 
 	cfg, path, err := loadConfig(*configPath)
 	if err != nil {
@@ -147,6 +164,27 @@ func runWith(args []string, stdout, stderr io.Writer, subscribe subscribeFunc) i
 		return exitError
 	}
 	return daemon(cfg, paths{flag: *configPath, loaded: path}, level, stderr, subscribe)
+}
+
+// startCPUProfile starts profiling into a new file at path; stop ends the
+// profile and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // paths are the configuration files the daemon knows of.
@@ -231,7 +269,8 @@ func parseLevel(s string) (slog.Level, error) {
 // usage prints the command summary, and the flags when fs is not nil.
 func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(w, `usage:
-  sbcd [-config FILE] [-log-level debug|info|warn|error]   run the daemon
+  sbcd [-config FILE] [-log-level debug|info|warn|error] [-cpuprofile FILE]
+                                                           run the daemon
   sbcd version                                             print the version
 `)
 	if fs != nil {

@@ -116,6 +116,8 @@ func TestRun(t *testing.T) {
 		{name: "config is a directory", args: []string{"-config", dir}, code: exitError, stderr: []string{"config rejected", "is a directory"}},
 		{name: "invalid config", args: []string{"-config", bad}, code: exitError, stderr: []string{
 			"config rejected", "bad.toml:2: session_timer.min_se: ", "bad.toml:3: session_timer.bogus: "}},
+		{name: "cpu profile in a missing directory", args: []string{"-config", cfg, "-cpuprofile", filepath.Join(missing, "cpu.pprof")},
+			code: exitError, stderr: []string{"cpu profile: ", "no such file or directory"}},
 		{name: "check without file", args: []string{"check"}, code: exitUsage, stderr: []string{"usage: sbcd check FILE"}},
 		{name: "check invalid", args: []string{"check", bad}, code: exitError, stderr: []string{"bad.toml:2:", "invalid"}},
 		{
@@ -152,6 +154,27 @@ func TestRun(t *testing.T) {
 					sig.subs, sig.releases, tt.subscribed)
 			}
 		})
+	}
+}
+
+// TestCPUProfile: -cpuprofile leaves a gzip-compressed pprof profile
+// behind when the daemon stops.
+func TestCPUProfile(t *testing.T) {
+	dir := t.TempDir()
+	prof := filepath.Join(dir, "cpu.pprof")
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr syncBuffer
+	sig := newFakeSignals(stopped)
+	if code := runWithin(t, 10*time.Second, []string{"-config", testConfig(t, dir), "-cpuprofile", prof}, &stdout, &stderr, sig.subscribe); code != exitOK {
+		t.Fatalf("exit code %d; stderr:\n%s", code, stderr.String())
+	}
+	data, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Fatalf("profile is not gzip data (%d bytes)", len(data))
 	}
 }
 
