@@ -113,25 +113,6 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/keepalive.log" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-# ticks PID...: utime+stime summed over the processes (clock ticks)
-ticks() {
-	local p s=0 t
-	for p in "$@"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-		s=$((s + t))
-	done
-	echo "$s"
-}
-# pss_kb PID...: proportional set size summed over the processes (Kamailio's
-# shared memory counted once, not once per process as RSS would)
-pss_kb() {
-	local p s=0 r
-	for p in "$@"; do
-		r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
-		s=$((s + ${r:-0}))
-	done
-	echo "$s"
-}
 udp_listening() { ss -Hlun "src $1:$2" 2>/dev/null | grep -q .; }
 
 # ---- prerequisites ---------------------------------------------------------

@@ -52,3 +52,24 @@ percentiles() {
 			}
 			print s " " v[n] }'
 }
+
+# ticks PID...: utime+stime summed over the processes (clock ticks; a
+# process that has gone counts 0)
+ticks() {
+	local p s=0 t
+	for p in "$@"; do
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		s=$((s + ${t:-0}))
+	done
+	echo "$s"
+}
+# pss_kb PID...: proportional set size summed over the processes (Kamailio's
+# shared memory counted once, not once per process as RSS would)
+pss_kb() {
+	local p s=0 r
+	for p in "$@"; do
+		r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+		s=$((s + ${r:-0}))
+	done
+	echo "$s"
+}

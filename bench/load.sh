@@ -180,26 +180,10 @@ done
 
 # ---- /proc readings ------------------------------------------------------
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# sut_ticks: utime+stime summed over the SUT's processes (clock ticks; a
-# process that has gone counts 0)
-sut_ticks() {
-	local p s=0 t
-	for p in "${SUT_PIDS[@]}"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-		s=$((s + ${t:-0}))
-	done
-	echo "$s"
-}
-# sut_pss_kb: proportional set size summed over the SUT's processes
-# (Kamailio's shared memory counted once, not once per process as RSS would)
-sut_pss_kb() {
-	local p s=0 r
-	for p in "${SUT_PIDS[@]}"; do
-		r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
-		s=$((s + ${r:-0}))
-	done
-	echo "$s"
-}
+# sut_ticks: utime+stime over the SUT's processes (clock ticks); sut_pss_kb:
+# their summed PSS (bench/lib.sh)
+sut_ticks() { ticks "${SUT_PIDS[@]}"; }
+sut_pss_kb() { pss_kb "${SUT_PIDS[@]}"; }
 # udp_drops PORT: datagrams the kernel dropped on the UDP socket bound to
 # 127.0.0.1:PORT (receive buffer full), from /proc/net/udp's drops column
 udp_drops() {
