@@ -610,6 +610,8 @@ func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
 
 // start runs a client transaction in its own goroutine; its responses and
 // end come back as events (DESIGN.md §1: nothing blocks inside a shard).
+// due, when not 0, is the deadline of the refresh or probe req carries: how
+// late it went out is recorded in b.late (Stats.RefreshLate).
 func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, req *sip.Request, due int64) {
 	slot.Data.pending++
 	seq := req.CSeq().SeqNo
