@@ -241,24 +241,18 @@ EOF
 sut_bindings_sbcd() { echo ""; } # no binding count exported (yet)
 
 sut_stop() {
-	local dir=$1 i
+	local dir=$1 msg
 	if ! alive "$SUT_PID"; then
 		echo "already gone" >"$dir/stop.txt"
 		wait "$SUT_TPID" 2>/dev/null || true
 		SUT_PID=""; SUT_TPID=""; SUT_PIDS=()
 		return 0
 	fi
-	kill -TERM "$SUT_PID" 2>/dev/null || true
-	for i in $(seq 150); do
-		alive "$SUT_PID" || break
-		sleep 0.1
-	done
-	if alive "$SUT_PID"; then
-		echo "did not exit within 15 s of SIGTERM: SIGKILL" >"$dir/stop.txt"
+	if ! msg=$(term_wait "$SUT_PID" 150); then
+		msg="$msg: SIGKILL"
 		kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true
-	else
-		echo "exited $((i / 10)).$((i % 10)) s after SIGTERM" >"$dir/stop.txt"
 	fi
+	echo "$msg" >"$dir/stop.txt"
 	sleep 0.5
 	kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true # stray Kamailio children
 	wait "$SUT_TPID" 2>/dev/null || true

@@ -73,3 +73,19 @@ pss_kb() {
 	done
 	echo "$s"
 }
+# term_wait PID TENTHS: SIGTERM to PID, then up to TENTHS tenths of a
+# second for it to exit. Prints "exited S s after SIGTERM" and returns 0, or
+# "did not exit within S s of SIGTERM" and returns 1 (the caller escalates).
+term_wait() {
+	local pid=$1 n=$2 i
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq "$n"); do
+		if ! alive "$pid"; then
+			echo "exited $((i / 10)).$((i % 10)) s after SIGTERM"
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "did not exit within $((n / 10)) s of SIGTERM"
+	return 1
+}

@@ -259,17 +259,17 @@ sut_kill_sbcd() { kill -KILL "$SUT_PID" 2>/dev/null || true; wait "$SUT_TPID" 2>
 
 # sut_stop_sbcd DIR: SIGTERM, up to 45 s, then SIGQUIT and SIGKILL (noted in DIR/stop.txt).
 sut_stop_sbcd() {
-	local dir=$1 i
+	local dir=$1 msg
 	alive "$SUT_PID" || { echo "sut already gone" >"$dir/stop.txt"; wait "$SUT_TPID" 2>/dev/null || true; return 0; }
-	kill -TERM "$SUT_PID" 2>/dev/null || true
 	# sbcd's Shutdown BYEs what is up and waits up to 40 s (Timer F) for its
 	# pending transactions; 45 s tells that wait from a hang
-	for i in $(seq 450); do
-		alive "$SUT_PID" || { echo "exited $((i / 10)).$((i % 10)) s after SIGTERM" >"$dir/stop.txt"; wait "$SUT_TPID" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
+	if msg=$(term_wait "$SUT_PID" 450); then
+		echo "$msg" >"$dir/stop.txt"
+		wait "$SUT_TPID" 2>/dev/null || true
+		return 0
+	fi
 	# Go prints every goroutine's stack on SIGQUIT: the evidence of the hang
-	echo "did not exit within 45 s of SIGTERM: SIGQUIT (goroutine dump in sbcd.log), then SIGKILL" >"$dir/stop.txt"
+	echo "$msg: SIGQUIT (goroutine dump in sbcd.log), then SIGKILL" >"$dir/stop.txt"
 	kill -QUIT "$SUT_PID" 2>/dev/null || true
 	sleep 2
 	kill -KILL "$SUT_PID" 2>/dev/null || true
@@ -337,23 +337,15 @@ sut_kill_kamailio() {
 # sut_stop_kamailio DIR: SIGTERM to the main process (it stops its children),
 # up to 15 s, then SIGKILL to every process (noted in DIR/stop.txt)
 sut_stop_kamailio() {
-	local dir=$1 i
+	local dir=$1 msg
 	if ! alive "$SUT_PID"; then
 		echo "sut already gone" >"$dir/stop.txt"
 		kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true
 		wait "$SUT_TPID" 2>/dev/null || true
 		return 0
 	fi
-	kill -TERM "$SUT_PID" 2>/dev/null || true
-	for i in $(seq 150); do
-		alive "$SUT_PID" || break
-		sleep 0.1
-	done
-	if alive "$SUT_PID"; then
-		echo "did not exit within 15 s of SIGTERM: SIGKILL" >"$dir/stop.txt"
-	else
-		echo "exited $((i / 10)).$((i % 10)) s after SIGTERM" >"$dir/stop.txt"
-	fi
+	msg=$(term_wait "$SUT_PID" 150) || msg="$msg: SIGKILL"
+	echo "$msg" >"$dir/stop.txt"
 	sleep 0.3
 	kill -KILL "${SUT_PIDS[@]}" 2>/dev/null || true # stray children
 	wait "$SUT_TPID" 2>/dev/null || true
