@@ -63,6 +63,15 @@ ticks() {
 	done
 	echo "$s"
 }
+# sticks PID...: stime alone (the kernel's part of ticks), in clock ticks.
+sticks() {
+	local p s=0 t
+	for p in "$@"; do
+		t=$(awk '{ sub(/^.*\) /, ""); print $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		s=$((s + ${t:-0}))
+	done
+	echo "$s"
+}
 # pss_kb PID...: proportional set size summed over the processes (Kamailio's
 # shared memory counted once, not once per process as RSS would)
 pss_kb() {

@@ -416,6 +416,13 @@ func (b *B2BUA) bind() error {
 				if err := uc.SetWriteBuffer(udpBuffer); err != nil {
 					b.log.Warn("cannot enlarge the UDP send buffer", "addr", l.Addr, "err", err)
 				}
+				// Reads and writes without entersyscall (rawudp_linux.go).
+				sc, err := newSIPSocket(uc)
+				if err != nil {
+					_ = c.Close()
+					return fmt.Errorf("b2bua: listen udp %s: %w", l.Addr, err)
+				}
+				c = sc
 			}
 			b.udp = append(b.udp, c)
 			if _, ok := b.via["UDP"]; !ok {

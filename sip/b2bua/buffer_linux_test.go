@@ -1,7 +1,6 @@
 package b2bua
 
 import (
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +23,7 @@ func TestUDPBuffers(t *testing.T) {
 	if len(e.b.udp) == 0 {
 		t.Fatal("no UDP listener")
 	}
-	sc, err := e.b.udp[0].(*net.UDPConn).SyscallConn()
+	sc, err := mustUDPConn(t, e.b.udp[0]).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -222,7 +222,7 @@ func BenchmarkSendKeepalives(b *testing.B) {
 				}
 			}()
 			dst := sc.LocalAddr().(*net.UDPAddr).AddrPort()
-			uc := bb.udp[0].(*net.UDPConn)
+			uc, _ := udpConnOf(bb.udp[0])
 			msg := []byte("HELLO")
 			batch := make([]registrar.Keepalive, n)
 			b.ReportAllocs()

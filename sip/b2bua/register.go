@@ -87,7 +87,7 @@ func (b *B2BUA) SendKeepalives(batch []registrar.Keepalive) {
 		b.ka.udp = make([]*udpBatch, len(b.udp))
 		b.ka.err = make([]error, len(b.udp))
 		for i, c := range b.udp {
-			uc, ok := c.(*net.UDPConn)
+			uc, ok := udpConnOf(c)
 			if !ok {
 				b.ka.err[i] = errNoFlow
 				continue

@@ -79,7 +79,7 @@ type rtxCache struct {
 	ttl   int64        // Timer J, 64*T1, ns
 	now   func() int64 // monotonic ns
 	socks []net.PacketConn
-	udp   []*net.UDPConn // socks[i] as *net.UDPConn, nil if it is not one
+	udp   []addrPortWriter // socks[i] as an addrPortWriter, nil if it is not one
 
 	mu         sync.Mutex
 	buf        []byte // the ring arena, a multiple of 8 long
@@ -93,9 +93,9 @@ func newRtxCache(size int, ttl int64, now func() int64, socks []net.PacketConn) 
 	size = max(size, rtxCacheMin) &^ 7
 	c := &rtxCache{seed: maphash.MakeSeed(), ttl: ttl, now: now, socks: socks,
 		buf: make([]byte, size), idx: make(map[uint64]uint64)}
-	c.udp = make([]*net.UDPConn, len(socks))
+	c.udp = make([]addrPortWriter, len(socks))
 	for i, s := range socks {
-		c.udp[i], _ = s.(*net.UDPConn)
+		c.udp[i], _ = s.(addrPortWriter)
 	}
 	return c
 }
