@@ -100,11 +100,15 @@ func registrarOptions(c *config.Config, log *slog.Logger) (registrar.Options, er
 // lets IP fragment them, as SBCs commonly do.
 const maxUDPMessage = 65507 // largest UDP payload over IPv4
 
-// cdrCommitInterval gathers CDRs for up to 10 ms between group commits: at
-// most 100 fsyncs a second however high the call rate (each fsync also hands
-// a core to the kernel and wakes the runtime's sysmon), and a slot waits at
-// most 10 ms more for its record to be durable (DESIGN.md §4).
-const cdrCommitInterval = 10 * time.Millisecond
+// cdrCommitInterval gathers CDRs for up to 50 ms between group commits: at
+// most 20 fsyncs a second however high the call rate, and a slot waits at
+// most 50 ms more for its record to be durable (DESIGN.md §4: durable before
+// the slot is freed). Each fsync costs the kernel journal work in sbcd's
+// thread and, as a blocking system call, wakes the runtime's sysmon thread
+// into 20-µs polling; at 1,500 calls/s, 10 ms (100 fsyncs/s) cost about
+// 15-25 µs per call more than 50 ms (BENCHMARKS.md). A record after a quiet
+// spell is still written at once.
+const cdrCommitInterval = 50 * time.Millisecond
 
 // serve runs the call engine with its CDR writer, the registrar and the
 // SSH management service until stop is done, applying the configuration
