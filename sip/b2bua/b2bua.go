@@ -278,6 +278,8 @@ type B2BUA struct {
 	params atomic.Pointer[session.Params]
 	trace  atomic.Bool
 
+	parser   *sip.Parser // ackDirect's
+	invites  txKeys      // INVITE server transactions over UDP (ackDirect)
 	late     lateHist    // Stats.RefreshLate
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
@@ -326,7 +328,7 @@ func New(o Options) (*B2BUA, error) {
 	if len(o.Listen) == 0 {
 		return nil, fmt.Errorf("%w: no listen address", ErrOptions)
 	}
-	b := &B2BUA{o: o, log: o.Logger, via: make(map[string]netip.AddrPort)}
+	b := &B2BUA{o: o, log: o.Logger, via: make(map[string]netip.AddrPort), parser: sip.NewParser()}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -520,13 +522,14 @@ const stopGrace = 50 * time.Millisecond
 // it: it drops everything once Serve is stopping, and over UDP it answers
 // the retransmission of a non-INVITE request sbcd already answered from
 // the retransmission cache and drops it (RFC 3261 §17.2.2, rtx.go), so
-// that sipgo need not keep the transaction. It runs in the socket's read
+// that sipgo need not keep the transaction, and it routes ACKs itself
+// (ackDirect). It runs in the socket's read
 // loop and must not block.
 func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	if b.stopped.Load() {
 		return nil, nil
 	}
-	if p.Transport == "UDP" && b.rtx.answer(data) {
+	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data)) {
 		return nil, nil
 	}
 	return data, nil

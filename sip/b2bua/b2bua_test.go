@@ -3,6 +3,7 @@ package b2bua
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -771,6 +772,57 @@ func TestInDialogInfoRelayed(t *testing.T) {
 			t.Errorf("%s relayed with Content-Type %v", m, ct)
 		}
 	}
+	e.caller.request(ctx, a, sip.BYE, "")
+	e.cdr.next(ctx, t)
+}
+
+// TestAckDirect: the read filter routes an ACK of sbcd's 2xx received
+// over UDP itself, without a sipgo transaction, and leaves to sipgo what
+// is not an ACK, what it cannot parse, and an ACK that matches an INVITE
+// server transaction sipgo still holds.
+func TestAckDirect(t *testing.T) {
+	e := newEnv(t, behavior{}, nil)
+	ctx := testCtx(t)
+	a, tx := e.caller.invite(ctx, e.addr, "bob")
+	res, _ := final(ctx, t, tx)
+	if res.StatusCode != 200 {
+		t.Fatalf("answer %d", res.StatusCode)
+	}
+	a.remoteTag, _ = res.To().Params.Get("tag")
+	a.target = res.Contact().Address
+	waitFor(ctx, t, func() bool { return e.b.Stats().Unacked == 1 })
+	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: net.UDPAddrFromAddrPort(e.caller.addr)}
+	ack := e.caller.build(a, sip.ACK, a.inviteSeq, "")
+	key, err := sip.ServerTxKeyMake(ack)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		data string
+	}{
+		{"not an ACK", strings.Replace(ack.String(), "ACK ", "BYE ", 1)},
+		{"unparsable", "ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: \r\n\r\n"},
+		{"empty", ""},
+	} {
+		if e.b.ackDirect(props, []byte(tc.data)) {
+			t.Errorf("%s: taken", tc.name)
+		}
+	}
+	e.b.invites.add(key)
+	if e.b.ackDirect(props, []byte(ack.String())) {
+		t.Error("ACK of a live INVITE server transaction: taken, want it left to sipgo")
+	}
+	e.b.invites.remove(key)
+	if e.b.Stats().Unacked != 1 {
+		t.Fatal("an ACK left to sipgo reached the call")
+	}
+	if !e.b.ackDirect(props, []byte(ack.String())) {
+		t.Fatal("ACK of the 2xx: not taken")
+	}
+	waitFor(ctx, t, func() bool { st := e.b.Stats(); return st.Up == 1 && st.Unacked == 0 })
+	tx.Terminate()
 	e.caller.request(ctx, a, sip.BYE, "")
 	e.cdr.next(ctx, t)
 }

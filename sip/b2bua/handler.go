@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"strconv"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -24,7 +25,7 @@ const allow = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS"
 // everything that touches a call is posted to its shard (DESIGN.md §1).
 func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	b.traceMsg("recv", req)
-	b.trackServerTx(tx)
+	b.trackServerTx(tx, req)
 	if b.rtx.answerParsed(req) {
 		// RFC 3261 §17.2.2: the retransmission of a request sbcd answered,
 		// read before its response was cached (or keyed differently from
@@ -40,10 +41,9 @@ func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	if req.IsAck() {
 		// ACK of a 2xx is its own transaction (RFC 3261 §17.1.1.3): nothing
 		// to answer, whatever it holds; the shard only updates the call.
+		// Over UDP most never get here (ackDirect).
 		tx.Terminate()
-		if s, ok := b.tagShard(toTag); ok && req.CallID() != nil && req.CSeq() != nil {
-			s.post(context.Background(), event{kind: evRequest, req: req})
-		}
+		b.routeAck(req, toTag, false)
 		return
 	}
 	if b.refused(tx, req, checkMessage(req)) {
@@ -104,6 +104,92 @@ func (b *B2BUA) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 }
 
+// routeAck hands an ACK outside any server transaction to the shard its To
+// tag names; one without a tag, Call-ID or CSeq is dropped. From the
+// socket's read loop (direct) it must not block.
+func (b *B2BUA) routeAck(req *sip.Request, toTag string, direct bool) {
+	s, ok := b.tagShard(toTag)
+	if !ok || req.CallID() == nil || req.CSeq() == nil {
+		return
+	}
+	e := event{kind: evRequest, req: req}
+	if !direct {
+		s.post(context.Background(), e)
+		return
+	}
+	select {
+	case s.ev <- e:
+	default:
+		go s.post(context.Background(), e)
+	}
+}
+
+// ackDirect takes an ACK received over UDP out of sipgo's hands, from the
+// socket's read filter: sipgo would make a server transaction of it, in a
+// goroutine of its own, only for onRequest to end it at once (an ACK of a
+// 2xx is a transaction of its own with nothing to answer, RFC 3261
+// §17.1.1.3). It parses the datagram with sipgo's parser and routes it as
+// onRequest does. It leaves to sipgo (false) what is not a well-formed
+// ACK, and an ACK that matches an INVITE server transaction sipgo still
+// holds: the ACK of a non-2xx final answer (§17.2.1, endAfter) or of a 2xx
+// from a UA that reuses the INVITE's branch while the transaction lives
+// (watchAck).
+func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
+	if len(data) < 4 || !asciiEqualFold(data[:4], "ack ") || p.RemoteAddr == nil {
+		return false
+	}
+	m, err := b.parser.ParseSIP(data)
+	if err != nil {
+		return false // sipgo drops it, as any datagram it cannot parse
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || !req.IsAck() {
+		return false
+	}
+	key, err := sip.ServerTxKeyMake(req)
+	if err != nil || b.invites.has(key) {
+		return false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(p.RemoteAddr.String())
+	b.traceMsg("recv", req)
+	toTag := ""
+	if to := req.To(); to != nil {
+		toTag, _ = to.Params.Get("tag")
+	}
+	b.routeAck(req, toTag, true)
+	return true
+}
+
+// txKeys is the set of keys of the INVITE server transactions sipgo holds
+// for sbcd over UDP (ackDirect).
+type txKeys struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+func (k *txKeys) add(key string) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]struct{})
+	}
+	k.m[key] = struct{}{}
+	k.mu.Unlock()
+}
+
+func (k *txKeys) remove(key string) {
+	k.mu.Lock()
+	delete(k.m, key)
+	k.mu.Unlock()
+}
+
+func (k *txKeys) has(key string) bool {
+	k.mu.Lock()
+	_, ok := k.m[key]
+	k.mu.Unlock()
+	return ok
+}
+
 // refused answers req with r and ends tx when r is a refusal.
 func (b *B2BUA) refused(tx *sip.ServerTx, req *sip.Request, r refusal) bool {
 	if r.code == 0 {
@@ -138,11 +224,23 @@ func (b *B2BUA) endAfter(tx *sip.ServerTx, code int) {
 }
 
 // trackServerTx counts tx among the server transactions sipgo holds, until
-// it terminates (Stats.ServerTx).
-func (b *B2BUA) trackServerTx(tx *sip.ServerTx) {
+// it terminates (Stats.ServerTx); the key of an INVITE's over UDP is in
+// b.invites meanwhile (ackDirect).
+func (b *B2BUA) trackServerTx(tx *sip.ServerTx, req *sip.Request) {
 	b.serverTx.Add(1)
-	if !tx.OnTerminate(func(string, error) { b.serverTx.Add(-1) }) {
+	key := ""
+	if req.IsInvite() && sip.NetworkToUpper(req.Transport()) == "UDP" {
+		key = tx.Key()
+		b.invites.add(key)
+	}
+	end := func(string, error) {
 		b.serverTx.Add(-1)
+		if key != "" {
+			b.invites.remove(key)
+		}
+	}
+	if !tx.OnTerminate(end) {
+		end("", nil)
 	}
 }
 

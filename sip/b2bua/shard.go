@@ -763,7 +763,13 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 			st.ok, st.okTx = ok, tx
 			st.okIvl, st.okNext = t1, now+int64(t1)
 			s.watchAcks(e.id)
-			go s.watchAck(tx)
+			select {
+			case <-tx.Done():
+				// sendAccepted ended the transaction: ACKs come as
+				// requests of their own (onRequest, ackDirect).
+			default:
+				go s.watchAck(tx)
+			}
 		}
 	default:
 		st.binv = nil
