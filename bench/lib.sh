@@ -72,6 +72,17 @@ sticks() {
 	done
 	echo "$s"
 }
+# ctxsw PID...: context switches (voluntary and not) over every thread of
+# the processes: each is a thread put to sleep or woken, which on a 2-core
+# box is much of the cost of handing work between threads.
+ctxsw() {
+	local p s=0 t
+	for p in "$@"; do
+		t=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')
+		s=$((s + ${t:-0}))
+	done
+	echo "$s"
+}
 # pss_kb PID...: proportional set size summed over the processes (Kamailio's
 # shared memory counted once, not once per process as RSS would)
 pss_kb() {

@@ -184,6 +184,7 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # their summed PSS (bench/lib.sh)
 sut_ticks() { ticks "${SUT_PIDS[@]}"; }
 sut_sticks() { sticks "${SUT_PIDS[@]}"; }
+sut_ctxsw() { ctxsw "${SUT_PIDS[@]}"; }
 sut_pss_kb() { pss_kb "${SUT_PIDS[@]}"; }
 # udp_drops PORT: datagrams the kernel dropped on the UDP socket bound to
 # 127.0.0.1:PORT (receive buffer full), from /proc/net/udp's drops column
@@ -422,8 +423,8 @@ phase_rate() {
 		log "run $run $SUT rate $rate calls/s: $calls calls of ${CALL_MS} ms"
 		sut_start "$d" $((STEP_SECS + 120))
 		uas_start "$d" $((STEP_SECS + 90))
-		local rss0 c0 c1 k0 k1 t_start t_end
-		rss0=$(sut_mem_kb); c0=$(sut_ticks); k0=$(sut_sticks); t_start=$(date +%s.%N)
+		local rss0 c0 c1 k0 k1 x0 x1 t_start t_end
+		rss0=$(sut_mem_kb); c0=$(sut_ticks); k0=$(sut_sticks); x0=$(sut_ctxsw); t_start=$(date +%s.%N)
 		local peak=$rss0 r
 		uac_start "$d" $((STEP_SECS * 3 + 30)) "$rate" "$calls" $((rate * 3 > 1000 ? rate * 3 : 1000)) "$CALL_MS"
 		while alive "$UAC_PID"; do
@@ -432,7 +433,7 @@ phase_rate() {
 		done
 		local uac_rc=0; wait "$UAC_PID" 2>/dev/null || uac_rc=$?
 		t_end=$(date +%s.%N)
-		c1=$(sut_ticks); k1=$(sut_sticks); r=$(sut_mem_kb)
+		c1=$(sut_ticks); k1=$(sut_sticks); x1=$(sut_ctxsw); r=$(sut_mem_kb)
 		sut_note "rate.$rate.end"
 		local sut_alive=1; alive "$SUT_PID" || sut_alive=0
 		local drops_sut drops_uas drops_uac
@@ -463,6 +464,7 @@ phase_rate() {
 		put "rate.$rate.cpu_us_per_call" "$cpucall"
 		# the kernel's part of it (stime): socket calls, wakeups, loopback
 		put "rate.$rate.sys_us_per_call" "$(calc "%.1f" "$ok > 0 ? ($k1 - $k0) / $TCK * 1e6 / $ok : 0")"
+		put "rate.$rate.ctxsw_per_call" "$(calc "%.1f" "$ok > 0 ? ($x1 - $x0) / $ok : 0")"
 		put "rate.$rate.mem_peak_kb" "$peak"
 		put "rate.$rate.mem_end_kb" "$r"
 		put "rate.$rate.secs" "$(calc "%.1f" "$t_end - $t_start")"
@@ -859,14 +861,15 @@ report_sut() {
 	local s=$1 m; m=$(mem_label "$s")
 	if grep -q "^$s\.rate\." "$S"; then
 		echo "== $s: call rate (${CALL_MS}-ms calls, ${STEP_SECS} s per step; mem = $m) =="
-		printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-11s %-8s\n' offered achieved failed% sipp_fail% late_1xx sut_cpu_s cpu_us/call sys_us/call "${m}_MB"
+		printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-11s %-11s %-8s\n' offered achieved failed% sipp_fail% late_1xx sut_cpu_s cpu_us/call sys_us/call ctxsw/call "${m}_MB"
 		for rate in $RATES; do
 			[ -n "$(g "$s.rate.$rate.offered")" ] || continue
-			printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-11s %-8s\n' "$rate" "$(g "$s.rate.$rate.achieved")" "$(g "$s.rate.$rate.failed_pct")" \
+			printf '%-8s %-9s %-9s %-10s %-9s %-10s %-11s %-11s %-11s %-8s\n' "$rate" "$(g "$s.rate.$rate.achieved")" "$(g "$s.rate.$rate.failed_pct")" \
 				"$(g "$s.rate.$rate.failed_pct_sipp")" "$(g "$s.rate.$rate.late_1xx_aborts")" \
-				"$(g "$s.rate.$rate.sut_cpu_s")" "$(g "$s.rate.$rate.cpu_us_per_call")" "$(g "$s.rate.$rate.sys_us_per_call")" "$(mb "$s.rate.$rate.mem_peak_kb")"
+				"$(g "$s.rate.$rate.sut_cpu_s")" "$(g "$s.rate.$rate.cpu_us_per_call")" "$(g "$s.rate.$rate.sys_us_per_call")" \
+				"$(g "$s.rate.$rate.ctxsw_per_call")" "$(mb "$s.rate.$rate.mem_peak_kb")"
 		done
-		echo "(sys_us/call = the kernel's part of cpu_us/call: stime)"
+		echo "(sys_us/call = the kernel's part of cpu_us/call: stime; ctxsw/call = context switches of all its threads per call)"
 		echo "(failed% = calls not completed, less late_1xx: calls SIPp aborted on a 1xx relayed after the 2xx; sipp_fail% counts them)"
 		echo "highest offered rate with < ${FAIL_PCT} % failed: $(g "$s.rate.highest_ok_offered") (achieved $(g "$s.rate.highest_ok_achieved")); stop: $(g "$s.rate.stop_reason")"
 		echo
