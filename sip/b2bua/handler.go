@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
@@ -11,10 +12,10 @@ import (
 	"sbcd/sip/header"
 )
 
-// headerGetter is the header access of sipgo requests and responses.
+// headerGetter is the header access of sipgo requests and responses
+// (looked up with header.First and header.All).
 type headerGetter interface {
-	GetHeader(name string) sip.Header
-	GetHeaders(name string) []sip.Header
+	Headers() []sip.Header
 }
 
 // allow is what sbcd accepts in a dialog (RFC 3261 §20.5).
@@ -413,31 +414,46 @@ func (rt *routing) deviceByAddr(src netip.AddrPort, reliable bool) bool {
 }
 
 // timerValues collects the session-timer headers of m, in full and compact
-// form (RFC 4028 §4: "x"; RFC 3261 §7.3.3: "k").
+// form (RFC 4028 §4: "x"; RFC 3261 §7.3.3: "k"), in one pass over them: the
+// full form of Session-Expires wins over the compact one, Supported lists
+// the full form's values first.
 func timerValues(m headerGetter) *header.Values {
 	var v header.Values
-	for _, n := range [...]string{header.SessionExpires, header.SessionExpiresCompact} {
-		if h := m.GetHeader(n); h != nil && v.SessionExpires == "" {
-			v.SessionExpires = h.Value()
-		}
-	}
-	if h := m.GetHeader(header.MinSE); h != nil {
-		v.MinSE = h.Value()
-	}
-	for _, n := range [...]string{header.Supported, header.SupportedCompact} {
-		for _, h := range m.GetHeaders(n) {
+	var seCompact string
+	var supCompact []string
+	var se, seC, mse bool // the first of each counts
+	for _, h := range m.Headers() {
+		switch n := h.Name(); {
+		case strings.EqualFold(n, header.SessionExpires):
+			if !se {
+				v.SessionExpires, se = h.Value(), true
+			}
+		case strings.EqualFold(n, header.SessionExpiresCompact):
+			if !seC {
+				seCompact, seC = h.Value(), true
+			}
+		case strings.EqualFold(n, header.MinSE):
+			if !mse {
+				v.MinSE, mse = h.Value(), true
+			}
+		case strings.EqualFold(n, header.Supported):
 			v.Supported = append(v.Supported, h.Value())
+		case strings.EqualFold(n, header.SupportedCompact):
+			supCompact = append(supCompact, h.Value())
+		case strings.EqualFold(n, header.Require):
+			v.Require = append(v.Require, h.Value())
 		}
 	}
-	for _, h := range m.GetHeaders(header.Require) {
-		v.Require = append(v.Require, h.Value())
+	if v.SessionExpires == "" {
+		v.SessionExpires = seCompact
 	}
+	v.Supported = append(v.Supported, supCompact...)
 	return &v
 }
 
 // allowsUpdate reports whether m's Allow lists UPDATE (RFC 3311 §5.1).
 func allowsUpdate(m headerGetter) bool {
-	for _, h := range m.GetHeaders(header.Allow) {
+	for _, h := range header.All(nil, m.Headers(), header.Allow) {
 		if header.ListHas(h.Value(), "UPDATE") {
 			return true
 		}

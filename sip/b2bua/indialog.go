@@ -119,7 +119,7 @@ func (s *shard) pass(id dialog.ID, slot *dialog.Slot[callState], leg session.Leg
 		return
 	}
 	for _, name := range passHeaders {
-		for _, h := range req.GetHeaders(name) {
+		for _, h := range header.All(nil, req.Headers(), name) {
 			out.AppendHeader(sip.NewHeader(name, h.Value()))
 		}
 	}
@@ -145,7 +145,7 @@ func (s *shard) onPassed(e event, slot *dialog.Slot[callState]) {
 	}
 	res := sip.NewResponseFromRequest(p.req, e.res.StatusCode, e.res.Reason, e.res.Body())
 	for _, name := range [...]string{"Content-Type", "Allow", "Accept", "Unsupported", "Retry-After"} {
-		for _, h := range e.res.GetHeaders(name) {
+		for _, h := range header.All(nil, e.res.Headers(), name) {
 			res.AppendHeader(sip.NewHeader(name, h.Value()))
 		}
 	}
@@ -392,7 +392,7 @@ func answerHeaders(a session.Answer) []sip.Header {
 
 // contentType copies the Content-Type of m, application/sdp when absent.
 func contentType(m headerGetter) sip.Header {
-	if ct := m.GetHeader("Content-Type"); ct != nil {
+	if ct := header.First(m.Headers(), "Content-Type"); ct != nil {
 		return sip.NewHeader("Content-Type", ct.Value())
 	}
 	return sip.NewHeader("Content-Type", "application/sdp")

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
+
+	"sbcd/sip/header"
 )
 
 // This file is sbcd's retransmission cache for finished non-INVITE server
@@ -334,7 +336,7 @@ func (c *rtxCache) keepAck(inv *sip.Request, res *sip.Response, sock int) bool {
 	}
 	ack := sip.NewRequest(sip.ACK, inv.Recipient)
 	ack.AppendHeader(via)
-	for _, h := range inv.GetHeaders("Route") {
+	for _, h := range header.All(nil, inv.Headers(), "Route") {
 		ack.AppendHeader(h)
 	}
 	ack.AppendHeader(from)

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sbcd/sip/cdr"
+	"sbcd/sip/header"
 	"sbcd/timers"
 	"sbcd/timers/dialog"
 	"sbcd/timers/session"
@@ -527,7 +528,7 @@ func (s *shard) onInvite(e event) {
 	}
 	// RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in
 	// order.
-	for _, h := range req.GetHeaders("Record-Route") {
+	for _, h := range header.All(nil, req.Headers(), "Record-Route") {
 		if rr, ok := h.(*sip.RecordRouteHeader); ok {
 			a.route = append(a.route, rr.Address.String())
 		}
@@ -722,7 +723,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 		// RFC 3261 §12.1.2: the UAC's route set is the Record-Route list
 		// of the 2xx in reverse order.
 		b.route = b.route[:0]
-		rrs := res.GetHeaders("Record-Route")
+		rrs := header.All(nil, res.Headers(), "Record-Route")
 		for i := len(rrs) - 1; i >= 0; i-- {
 			if rr, ok := rrs[i].(*sip.RecordRouteHeader); ok {
 				b.route = append(b.route, rr.Address.String())
@@ -1044,7 +1045,7 @@ func (s *shard) readOutcome(e event, slot *dialog.Slot[callState]) session.Outco
 		}
 		o.Response = r
 	}
-	if h := res.GetHeader("Retry-After"); h != nil {
+	if h := header.First(res.Headers(), "Retry-After"); h != nil {
 		if n, err := parseUint(h.Value()); err == nil {
 			o.RetryAfter = n
 		}
@@ -1076,7 +1077,7 @@ func (s *shard) sendCancel(id dialog.ID, slot *dialog.Slot[callState]) {
 	// RFC 3261 §9.1: the same top Via (branch), Request-URI, Call-ID,
 	// From, To and CSeq number as the INVITE.
 	c.AppendHeader(inv.Via().Clone())
-	for _, h := range inv.GetHeaders("Route") {
+	for _, h := range header.All(nil, inv.Headers(), "Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	c.AppendHeader(sip.HeaderClone(inv.From()))

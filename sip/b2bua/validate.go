@@ -125,7 +125,7 @@ func checkHeaders(req *sip.Request) refusal {
 		return refusal{}
 	}
 	var unsupported []string
-	for _, h := range req.GetHeaders(header.Require) {
+	for _, h := range header.All(nil, req.Headers(), header.Require) {
 		for tag := range strings.SplitSeq(h.Value(), ",") {
 			tag = strings.TrimSpace(tag)
 			if tag == "" || strings.EqualFold(tag, header.OptionTimer) {
@@ -147,7 +147,7 @@ func checkHeaders(req *sip.Request) refusal {
 // (§21.4.7).
 func checkContent(req *sip.Request) refusal {
 	if len(req.Body()) > 0 {
-		ct := req.GetHeader("Content-Type")
+		ct := header.First(req.Headers(), "Content-Type")
 		if ct == nil {
 			// RFC 3261 §20.15: a body needs a Content-Type.
 			return refusal{code: 400, reason: "Missing Content-Type"}
@@ -156,7 +156,7 @@ func checkContent(req *sip.Request) refusal {
 			return refusal{code: 415, reason: "Unsupported Media Type",
 				hdrs: []sip.Header{sip.NewHeader("Accept", accept)}}
 		}
-		for _, h := range req.GetHeaders("Content-Encoding") {
+		for _, h := range header.All(nil, req.Headers(), "Content-Encoding") {
 			for enc := range strings.SplitSeq(h.Value(), ",") {
 				if enc = strings.TrimSpace(enc); enc != "" && !strings.EqualFold(enc, "identity") {
 					return refusal{code: 415, reason: "Unsupported Media Type",
@@ -168,7 +168,7 @@ func checkContent(req *sip.Request) refusal {
 	// RFC 3261 §21.4.7: sbcd's answers carry SDP; an Accept without it
 	// (and without a matching wildcard) draws 406. No Accept means
 	// application/sdp (§20.1).
-	accepts := req.GetHeaders("Accept")
+	accepts := header.All(nil, req.Headers(), "Accept")
 	if len(accepts) == 0 {
 		return refusal{}
 	}

@@ -313,3 +313,35 @@ func (v *Values) Response() (session.Response, error) {
 	}
 	return session.Response{SE: r.SE, Refresher: r.Refresher, MinSE: r.MinSE}, nil
 }
+
+// Field is a header field as the sip layer holds it: sipgo's sip.Header.
+type Field interface {
+	Name() string
+	Value() string
+}
+
+// First returns the first of fields named name, the zero F (nil for
+// sipgo's sip.Header) when there is none. Names compare case-insensitively
+// (RFC 3261 §7.3.1); compact forms are names of their own. It allocates
+// nothing: sipgo's GetHeader lowers the name of every field it looks at,
+// one allocation per field outside its short list of well-known names.
+func First[F Field](fields []F, name string) F {
+	for _, f := range fields {
+		if strings.EqualFold(f.Name(), name) {
+			return f
+		}
+	}
+	var zero F
+	return zero
+}
+
+// All appends the fields named name to dst, in their order (RFC 3261
+// §7.3.1), and returns it.
+func All[F Field](dst, fields []F, name string) []F {
+	for _, f := range fields {
+		if strings.EqualFold(f.Name(), name) {
+			dst = append(dst, f)
+		}
+	}
+	return dst
+}

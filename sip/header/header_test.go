@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"sbcd/timers/session"
 )
 
@@ -177,4 +179,56 @@ func FuzzListHas(f *testing.F) {
 	f.Fuzz(func(t *testing.T, list, item string) {
 		_ = ListHas(list, item)
 	})
+}
+
+// field is a header field for First and All.
+type field struct{ name, value string }
+
+func (f field) Name() string  { return f.name }
+func (f field) Value() string { return f.value }
+
+func TestFirstAll(t *testing.T) {
+	fields := []Field{
+		field{"Via", "SIP/2.0/UDP a"},
+		field{"session-expires", "90"},
+		field{"Supported", "timer"},
+		field{"SUPPORTED", "100rel"},
+		field{"x", "120"},
+		field{"k", "path"},
+	}
+	for _, tc := range []struct {
+		name  string
+		first string // "" for none
+		all   []string
+	}{
+		{"Session-Expires", "90", []string{"90"}},
+		{"x", "120", []string{"120"}},
+		{"X", "120", []string{"120"}},
+		{"supported", "timer", []string{"timer", "100rel"}},
+		{"Min-SE", "", nil},
+		{"", "", nil},
+	} {
+		f := First(fields, tc.name)
+		got := ""
+		if f != nil {
+			got = f.Value()
+		}
+		if got != tc.first {
+			t.Errorf("First(%q) = %q, want %q", tc.name, got, tc.first)
+		}
+		var all []string
+		for _, f := range All(nil, fields, tc.name) {
+			all = append(all, f.Value())
+		}
+		if diff := cmp.Diff(tc.all, all); diff != "" {
+			t.Errorf("All(%q) (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if First(fields, "Supported") == nil || First(fields, "Require") != nil {
+			t.Fatal("First")
+		}
+	}); n != 0 {
+		t.Errorf("First allocates %.1f times, want 0", n)
+	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+
+	"sbcd/sip/header"
 )
 
 // Digest authentication and the failed-attempt limit.
@@ -111,7 +113,7 @@ func (r *Registrar) authorize(p *policy, req *sip.Request, aor string, src netip
 	}
 	var cred *digest.Credentials
 	malformed := false
-	for _, h := range req.GetHeaders("Authorization") { // RFC 3261 §20.7
+	for _, h := range header.All(nil, req.Headers(), "Authorization") { // RFC 3261 §20.7
 		c, err := digest.ParseCredentials(h.Value())
 		if err != nil {
 			malformed = true

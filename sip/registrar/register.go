@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sbcd/sip/header"
 	"sbcd/timers/keepalive"
 )
 
@@ -180,7 +181,7 @@ func (r *Registrar) register(req *sip.Request, src netip.AddrPort, f Flow, now t
 // requireTags returns the option tags of the Require headers.
 func requireTags(req *sip.Request) []string {
 	var tags []string
-	for _, h := range req.GetHeaders("Require") {
+	for _, h := range header.All(nil, req.Headers(), "Require") {
 		for t := range strings.SplitSeq(h.Value(), ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				tags = append(tags, t)
@@ -192,12 +193,12 @@ func requireTags(req *sip.Request) []string {
 
 // contacts validates the Contact headers (RFC 3261 §10.3 step 6).
 func (r *Registrar) contacts(p *policy, req *sip.Request, via *sip.ViaHeader, src netip.AddrPort, f Flow) (bool, []contactReq, error) {
-	hdrs := req.GetHeaders("Contact") // RFC 3261 §20.10
+	hdrs := header.All(nil, req.Headers(), "Contact") // RFC 3261 §20.10
 	var (
 		headerExp  uint64
 		haveHeader bool
 	)
-	if h := req.GetHeader("Expires"); h != nil { // RFC 3261 §20.19
+	if h := header.First(req.Headers(), "Expires"); h != nil { // RFC 3261 §20.19
 		v, ok := parseDelta(h.Value())
 		if !ok {
 			return false, nil, refuse(400, "Malformed Expires")
