@@ -55,19 +55,16 @@ percentiles() {
 
 # ticks PID...: utime+stime summed over the processes (clock ticks; a
 # process that has gone counts 0)
-ticks() {
-	local p s=0 t
-	for p in "$@"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-		s=$((s + ${t:-0}))
-	done
-	echo "$s"
-}
+ticks() { stat_sum "12 13" "$@"; }
 # sticks PID...: stime alone (the kernel's part of ticks), in clock ticks.
-sticks() {
-	local p s=0 t
+sticks() { stat_sum 13 "$@"; }
+# stat_sum FIELDS PID...: the sum of the numbered fields of /proc/PID/stat
+# after the command name (utime is 12, stime 13), over the processes.
+stat_sum() {
+	local f=$1 p s=0 t
+	shift
 	for p in "$@"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		t=$(awk -v f="$f" '{ sub(/^.*\) /, ""); n = split(f, k, " "); v = 0; for (i = 1; i <= n; i++) v += $k[i]; print v }' "/proc/$p/stat" 2>/dev/null || echo 0)
 		s=$((s + ${t:-0}))
 	done
 	echo "$s"

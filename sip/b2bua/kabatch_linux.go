@@ -39,19 +39,9 @@ type udpBatch struct {
 
 // newUDPBatch prepares batched writes on uc.
 func newUDPBatch(uc *net.UDPConn) (*udpBatch, error) {
-	rc, err := uc.SyscallConn()
+	rc, dom, err := rawConn(uc)
 	if err != nil {
 		return nil, fmt.Errorf("udp batch: %w", err)
-	}
-	var dom int
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		dom, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
-	}); err != nil {
-		return nil, fmt.Errorf("udp batch: %w", err)
-	}
-	if serr != nil {
-		return nil, fmt.Errorf("udp batch: socket domain: %w", serr)
 	}
 	w := &udpBatch{rc: rc, v6: dom == unix.AF_INET6}
 	w.write = w.sendmmsg

@@ -55,21 +55,31 @@ var rawOps = sync.Pool{New: func() any {
 // newSIPSocket wraps a bound UDP listening socket for sipgo and sbcd's own
 // writers (rtx.go).
 func newSIPSocket(uc *net.UDPConn) (net.PacketConn, error) {
-	rc, err := uc.SyscallConn()
+	rc, dom, err := rawConn(uc)
 	if err != nil {
 		return nil, fmt.Errorf("raw udp socket: %w", err)
+	}
+	return &rawUDP{UDPConn: uc, rc: rc, v6: dom == unix.AF_INET6}, nil
+}
+
+// rawConn returns uc's syscall.RawConn and the socket's address family
+// (SO_DOMAIN), for raw system calls on it.
+func rawConn(uc *net.UDPConn) (syscall.RawConn, int, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, 0, err
 	}
 	var dom int
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		dom, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 	}); err != nil {
-		return nil, fmt.Errorf("raw udp socket: %w", err)
+		return nil, 0, err
 	}
 	if serr != nil {
-		return nil, fmt.Errorf("raw udp socket: domain: %w", serr)
+		return nil, 0, fmt.Errorf("socket domain: %w", serr)
 	}
-	return &rawUDP{UDPConn: uc, rc: rc, v6: dom == unix.AF_INET6}, nil
+	return rc, dom, nil
 }
 
 // udpConn is the socket underneath (udpConnOf).
@@ -81,17 +91,8 @@ func (o *rawOp) recvfrom(fd uintptr) bool {
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd,
 			uintptr(unsafe.Pointer(unsafe.SliceData(o.p))), uintptr(len(o.p)), 0,
 			uintptr(unsafe.Pointer(&o.sa)), uintptr(unsafe.Pointer(&o.salen)))
-		switch e {
-		case 0:
-			o.n, o.errno = int(r), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // wait in the poller until readable
-		default:
-			o.errno = e
-			return true
+		if e != unix.EINTR {
+			return o.result(r, e)
 		}
 	}
 }
@@ -101,19 +102,21 @@ func (o *rawOp) sendto(fd uintptr) bool {
 		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd,
 			uintptr(unsafe.Pointer(unsafe.SliceData(o.p))), uintptr(len(o.p)), 0,
 			uintptr(unsafe.Pointer(&o.sa)), uintptr(o.salen))
-		switch e {
-		case 0:
-			o.n, o.errno = int(r), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // the send buffer is full: wait until writable
-		default:
-			o.errno = e
-			return true
+		if e != unix.EINTR {
+			return o.result(r, e)
 		}
 	}
+}
+
+// result keeps what a system call on the non-blocking socket returned, and
+// tells syscall.RawConn whether it is done: false on EAGAIN, so that the
+// poller waits until the socket is ready and calls again.
+func (o *rawOp) result(r uintptr, e syscall.Errno) bool {
+	if e == unix.EAGAIN {
+		return false
+	}
+	o.n, o.errno = int(r), e
+	return true
 }
 
 // ReadFrom reads one datagram, as net.UDPConn.ReadFrom does.
