@@ -114,15 +114,11 @@ func (b *B2BUA) routeAck(req *sip.Request, toTag string, direct bool) {
 		return
 	}
 	e := event{kind: evRequest, req: req}
-	if !direct {
-		s.post(context.Background(), e)
+	if direct {
+		s.postLater(e)
 		return
 	}
-	select {
-	case s.ev <- e:
-	default:
-		go s.post(context.Background(), e)
-	}
+	s.post(context.Background(), e)
 }
 
 // ackDirect takes an ACK received over UDP out of sipgo's hands, from the

@@ -202,7 +202,8 @@ func (s *shard) post(ctx context.Context, e event) bool {
 	}
 }
 
-// postLater posts from inside the shard goroutine without blocking it.
+// postLater posts without blocking: from inside the shard goroutine, and
+// from a socket's read loop (ackDirect).
 func (s *shard) postLater(e event) {
 	select {
 	case s.ev <- e:
