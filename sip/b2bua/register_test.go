@@ -381,6 +381,12 @@ func readResponse(r *bufio.Reader) (string, error) {
 		if err != nil {
 			return b.String(), fmt.Errorf("read message: %w", err)
 		}
+		if line == "\r\n" && b.Len() == 0 {
+			// A keep-alive before the start line (RFC 3261 §7.5): on a
+			// slow machine the pacer's first CRLFCRLF on a new binding
+			// can overtake the 200 of its REGISTER.
+			continue
+		}
 		b.WriteString(line)
 		if line == "\r\n" {
 			return b.String(), nil
