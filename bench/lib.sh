@@ -53,43 +53,42 @@ percentiles() {
 			print s " " v[n] }'
 }
 
-# ticks PID...: utime+stime summed over the processes (clock ticks; a
-# process that has gone counts 0)
-ticks() { stat_sum "12 13" "$@"; }
-# sticks PID...: stime alone (the kernel's part of ticks), in clock ticks.
-sticks() { stat_sum 13 "$@"; }
-# stat_sum FIELDS PID...: the sum of the numbered fields of /proc/PID/stat
-# after the command name (utime is 12, stime 13), over the processes.
-stat_sum() {
-	local f=$1 p s=0 t
+# pid_sum READER PID...: READER PID for each process (a number; nothing or
+# an error counts 0, as for a process that has gone), summed.
+pid_sum() {
+	local fn=$1 p s=0 t
 	shift
 	for p in "$@"; do
-		t=$(awk -v f="$f" '{ sub(/^.*\) /, ""); n = split(f, k, " "); v = 0; for (i = 1; i <= n; i++) v += $k[i]; print v }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		t=$("$fn" "$p" 2>/dev/null) || t=0
 		s=$((s + ${t:-0}))
 	done
 	echo "$s"
 }
-# ctxsw PID...: context switches (voluntary and not) over every thread of
-# the processes: each is a thread put to sleep or woken, which on a 2-core
-# box is much of the cost of handing work between threads.
-ctxsw() {
-	local p s=0 t
-	for p in "$@"; do
-		t=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')
-		s=$((s + ${t:-0}))
-	done
-	echo "$s"
+# stat_fields PID FIELDS: the sum of the numbered fields of /proc/PID/stat
+# after the command name (utime is 12, stime 13).
+stat_fields() {
+	awk -v f="$2" '{ sub(/^.*\) /, ""); n = split(f, k, " "); v = 0; for (i = 1; i <= n; i++) v += $k[i]; print v }' "/proc/$1/stat"
 }
+utime_stime() { stat_fields "$1" "12 13"; }
+stime() { stat_fields "$1" 13; }
+# ctxsw_of PID: context switches (voluntary and not) over its threads.
+ctxsw_of() {
+	cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+pss_of() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup"; }
+
+# ticks PID...: utime+stime summed over the processes (clock ticks; a
+# process that has gone counts 0)
+ticks() { pid_sum utime_stime "$@"; }
+# sticks PID...: stime alone (the kernel's part of ticks), in clock ticks.
+sticks() { pid_sum stime "$@"; }
+# ctxsw PID...: context switches of every thread of the processes: each is
+# a thread put to sleep or woken, which on a 2-core box is much of the cost
+# of handing work between threads.
+ctxsw() { pid_sum ctxsw_of "$@"; }
 # pss_kb PID...: proportional set size summed over the processes (Kamailio's
 # shared memory counted once, not once per process as RSS would)
-pss_kb() {
-	local p s=0 r
-	for p in "$@"; do
-		r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
-		s=$((s + ${r:-0}))
-	done
-	echo "$s"
-}
+pss_kb() { pid_sum pss_of "$@"; }
 # term_wait PID TENTHS: SIGTERM to PID, then up to TENTHS tenths of a
 # second for it to exit. Prints "exited S s after SIGTERM" and returns 0, or
 # "did not exit within S s of SIGTERM" and returns 1 (the caller escalates).

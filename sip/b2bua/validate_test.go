@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/google/go-cmp/cmp"
+
+	"sbcd/sip/header"
 )
 
 // TestUASChecks sends requests that sbcd must refuse (or answer itself)
@@ -121,4 +124,40 @@ func (p *phone) send(ctx context.Context, dest netip.AddrPort, method sip.Reques
 	}
 	res, _ := final(ctx, p.t, tx)
 	return res
+}
+
+// TestTimerValues: the session-timer fields of a message in one pass, in
+// full and compact form (RFC 4028 §4 "x", RFC 3261 §7.3.3 "k"): the first
+// of each counts, the full Session-Expires wins over the compact one, and
+// Supported lists the full form's values first.
+func TestTimerValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hdrs [][2]string
+		want header.Values
+	}{
+		{"none", nil, header.Values{}},
+		{"full forms", [][2]string{{"Session-Expires", "90;refresher=uac"}, {"Min-SE", "90"},
+			{"Supported", "timer"}, {"Require", "timer"}},
+			header.Values{SessionExpires: "90;refresher=uac", MinSE: "90", Supported: []string{"timer"}, Require: []string{"timer"}}},
+		{"compact forms, any case", [][2]string{{"X", "120"}, {"k", "timer, 100rel"}},
+			header.Values{SessionExpires: "120", Supported: []string{"timer, 100rel"}}},
+		{"full wins over compact", [][2]string{{"x", "120"}, {"session-expires", "90"}, {"k", "path"}, {"SUPPORTED", "timer"}},
+			header.Values{SessionExpires: "90", Supported: []string{"timer", "path"}}},
+		{"an empty full form falls back to the compact", [][2]string{{"Session-Expires", ""}, {"x", "120"}},
+			header.Values{SessionExpires: "120"}},
+		{"the first of each counts", [][2]string{{"Session-Expires", "90"}, {"Session-Expires", "1800"},
+			{"Min-SE", "90"}, {"Min-SE", "120"}, {"Require", "timer"}, {"Require", "100rel"}},
+			header.Values{SessionExpires: "90", MinSE: "90", Require: []string{"timer", "100rel"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1"})
+			for _, h := range tc.hdrs {
+				req.AppendHeader(sip.NewHeader(h[0], h[1]))
+			}
+			if diff := cmp.Diff(tc.want, *timerValues(req)); diff != "" {
+				t.Errorf("timerValues (-want +got):\n%s", diff)
+			}
+		})
+	}
 }
