@@ -332,8 +332,12 @@ func (b *B2BUA) sendAccepted(tx *sip.ServerTx, res *sip.Response) bool {
 	if !b.rtx.absorb(req, b.udpIndex(tx.Connection())) {
 		return false
 	}
-	b.resend(tx, res)
+	// Ended before the 2xx leaves: an ACK that reuses the INVITE's branch
+	// then never finds the transaction, which would swallow it, and goes
+	// to the call (ackDirect, onRequest). The connection is the listening
+	// socket's and stays usable, as it does for the retransmissions.
 	tx.Terminate()
+	b.resend(tx, res)
 	return true
 }
 
