@@ -10,8 +10,11 @@
 // that owns a fixed-capacity dialog table and a timing wheel, and every
 // message, timer expiry and transaction outcome of a call is an event
 // processed in order by the call's shard. sipgo's handler goroutines only
-// parse and route; nothing blocks inside a shard: requests are sent by
-// short-lived goroutines that post their outcome back as another event.
+// parse and route; nothing blocks inside a shard. Over UDP a shard runs the
+// client transactions of the requests it sends itself, timed by its wheel
+// tick, and gets their responses straight from the socket (clienttx.go);
+// other requests are sent by short-lived goroutines through sipgo's
+// transaction layer that post their outcome back as another event.
 //
 // sipgo's Server terminates a server transaction as soon as its handler
 // returns, which does not fit a handler that only posts an event; this
@@ -243,7 +246,8 @@ type Stats struct {
 	FreeSlots int                       // free slots over all shards
 	// ServerTx and ClientTx count the transactions sipgo holds for sbcd,
 	// including finished ones kept to absorb retransmissions (Timers J,
-	// H, I, K); sipgo itself exposes no count.
+	// H, I, K; sipgo itself exposes no count); ClientTx also counts the
+	// shards' own client transactions over UDP (clienttx.go).
 	ServerTx, ClientTx int
 	// RtxKept is the number of final responses in the retransmission
 	// cache (Options.RtxCache); RtxResent counts the retransmitted
@@ -523,13 +527,14 @@ const stopGrace = 50 * time.Millisecond
 // the retransmission of a non-INVITE request sbcd already answered from
 // the retransmission cache and drops it (RFC 3261 §17.2.2, rtx.go), so
 // that sipgo need not keep the transaction, and it routes ACKs itself
-// (ackDirect). It runs in the socket's read
+// (ackDirect) and the responses to the shards' own client transactions
+// (responseDirect, clienttx.go). It runs in the socket's read
 // loop and must not block.
 func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	if b.stopped.Load() {
 		return nil, nil
 	}
-	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data)) {
+	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data) || b.responseDirect(p, data)) {
 		return nil, nil
 	}
 	return data, nil

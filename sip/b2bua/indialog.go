@@ -302,7 +302,7 @@ func (s *shard) newRequest(l *legState, method sip.RequestMethod, seq uint32) (*
 	host, port := s.b.sentBy(network)
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: network,
 		Host: host, Port: port, Params: sip.NewParams()}
-	via.Params.Add("branch", sip.GenerateBranch())
+	via.Params.Add("branch", s.newBranch())
 	req.AppendHeader(via)
 	dest := l.dest.String()
 	for i, r := range l.route {

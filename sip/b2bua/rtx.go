@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
-
-	"sbcd/sip/header"
 )
 
 // This file is sbcd's retransmission cache for finished non-INVITE server
@@ -320,40 +318,34 @@ func (c *rtxCache) keepAck(inv *sip.Request, res *sip.Response, sock int) bool {
 		sock < 0 || sock >= len(c.socks) {
 		return false
 	}
-	via, from, to, cid, cseq := inv.Via(), inv.From(), res.To(), inv.CallID(), inv.CSeq()
-	if via == nil || from == nil || to == nil || cid == nil || cseq == nil {
+	dest, err := netip.ParseAddrPort(inv.Destination())
+	if err != nil {
+		return false // a host name: sipgo's transaction stays
+	}
+	ack := non2xxAck(inv, res)
+	if ack == nil {
 		return false
 	}
-	branch, _ := via.Params.Get("branch")
+	w := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(w)
+	w.Reset()
+	ack.StringWrite(w)
+	branch, _ := inv.Via().Params.Get("branch")
+	return c.keepAckData(branch, w.Bytes(), dest, sock)
+}
+
+// keepAckData keeps ack, the bytes of the ACK sent to dest from socket
+// sock for a non-2xx final answer to the INVITE of branch, for Timer D.
+func (c *rtxCache) keepAckData(branch string, ack []byte, dest netip.AddrPort, sock int) bool {
+	if c == nil || sock < 0 || sock >= len(c.socks) || len(ack) > rtxDataMax {
+		return false
+	}
 	var kb [rtxKeyMax]byte
 	key, ok := appendClientKey(kb[:0], branch, string(sip.INVITE))
 	if !ok {
 		return false
 	}
-	dest, err := netip.ParseAddrPort(inv.Destination())
-	if err != nil {
-		return false // a host name: sipgo's transaction stays
-	}
-	ack := sip.NewRequest(sip.ACK, inv.Recipient)
-	ack.AppendHeader(via)
-	for _, h := range header.All(nil, inv.Headers(), "Route") {
-		ack.AppendHeader(h)
-	}
-	ack.AppendHeader(from)
-	ack.AppendHeader(to)
-	ack.AppendHeader(cid)
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: cseq.SeqNo, MethodName: sip.ACK})
-	mf := sip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	ack.SetBody(nil)
-	w := rtxBufPool.Get().(*bytes.Buffer)
-	defer rtxBufPool.Put(w)
-	w.Reset()
-	ack.StringWrite(w)
-	if w.Len() > rtxDataMax {
-		return false
-	}
-	return c.put(key, w.Bytes(), dest, sock)
+	return c.put(key, ack, dest, sock)
 }
 
 // answerResponse is onStrayResponse's side of keepAck: a retransmitted

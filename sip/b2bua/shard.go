@@ -27,14 +27,15 @@ const (
 type evKind uint8
 
 const (
-	evInvite   evKind = iota + 1 // a caller's INVITE, checked and routed
-	evCancel                     // the caller cancelled its INVITE
-	evRequest                    // an in-dialog request (ACK, BYE, UPDATE, re-INVITE, ...)
-	evResponse                   // a response to a request sbcd sent
-	evTxDone                     // a client transaction ended without a final response
-	evStray                      // a 2xx retransmission to ACK again
-	evCDRDone                    // the CDR of a call is durable
-	evShutdown                   // end every call
+	evInvite      evKind = iota + 1 // a caller's INVITE, checked and routed
+	evCancel                        // the caller cancelled its INVITE
+	evRequest                       // an in-dialog request (ACK, BYE, UPDATE, re-INVITE, ...)
+	evResponse                      // a response to a request sbcd sent
+	evTxDone                        // a client transaction ended without a final response
+	evStray                         // a 2xx retransmission to ACK again
+	evResponseUDP                   // a response to one of the shard's own client transactions (clienttx.go)
+	evCDRDone                       // the CDR of a call is durable
+	evShutdown                      // end every call
 )
 
 // op is what a request sbcd sent was for.
@@ -164,6 +165,14 @@ type shard struct {
 	acts     []session.Action
 	awaitAck []dialog.ID // calls whose 2xx is retransmitted until the ACK
 
+	// The shard's own client transactions over UDP (clienttx.go), the
+	// earliest time one of them is due (0: none), those that timed out in
+	// a tick, and the counter that makes branches unique.
+	cts       map[ctKey]*clientTx
+	ctNext    int64
+	ctExpired []*clientTx
+	branches  uint64
+
 	used, early, up, unacked atomic.Int64
 	ended                    [32]atomic.Uint64
 	// ticks counts wheel advances; asleep: the ticker is stopped (idle).
@@ -255,9 +264,10 @@ func (s *shard) run() {
 }
 
 // idle reports whether the shard has nothing to do until its next event:
-// no armed call timer and no 2xx retransmitted until its ACK.
+// no armed call timer, no 2xx retransmitted until its ACK and no client
+// transaction of its own.
 func (s *shard) idle() bool {
-	return s.wheel.ArmedLen() == 0 && len(s.awaitAck) == 0
+	return s.wheel.ArmedLen() == 0 && len(s.awaitAck) == 0 && len(s.cts) == 0
 }
 
 // tick fires the calls whose deadline passed.
@@ -283,6 +293,7 @@ func (s *shard) tick() {
 	if len(s.awaitAck) > 0 {
 		s.retransmit(now)
 	}
+	s.retransmitUDP(now)
 }
 
 // retransmit resends the 2xx of calls waiting for the caller's ACK over
@@ -419,6 +430,8 @@ func (s *shard) handle(e event) {
 		s.touch(e.id, slot)
 	case evStray:
 		s.onStray(e.res)
+	case evResponseUDP:
+		s.onResponseUDP(e.res)
 	case evCDRDone:
 		if slot, ok := s.tab.Get(e.id); ok {
 			slot.Data.cdrDone = true
@@ -610,13 +623,17 @@ func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
 	s.start(id, slot, legB, opInvite, req, 0)
 }
 
-// start runs a client transaction in its own goroutine; its responses and
-// end come back as events (DESIGN.md §1: nothing blocks inside a shard).
+// start runs a client transaction: over UDP the shard's own (clienttx.go),
+// else sipgo's in a goroutine of its own; its responses and end come back
+// as events (DESIGN.md §1: nothing blocks inside a shard).
 // due, when not 0, is the deadline of the refresh or probe req carries: how
 // late it went out is recorded in b.late (Stats.RefreshLate).
 func (s *shard) start(id dialog.ID, slot *dialog.Slot[callState], leg session.LegID, o op, req *sip.Request, due int64) {
 	slot.Data.pending++
 	seq := req.CSeq().SeqNo
+	if s.startUDP(id, leg, o, req, seq, due) {
+		return
+	}
 	b := s.b
 	b.traceMsg("send", req)
 	go func() {

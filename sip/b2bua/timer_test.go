@@ -82,8 +82,12 @@ func TestRefreshTimeoutEndsCall(t *testing.T) {
 	e.callee.silent.Store(true)
 	e.clock.Advance(46 * time.Second)
 	e.callee.expect(ctx, sip.UPDATE)
-	// The UPDATE times out after 64*T1 (1.6 s with the test's T1): BYE on
-	// both legs (RFC 4028 §10).
+	// The UPDATE times out after 64*T1 (1.6 s with the test's T1, Timer F
+	// in the shard's clock): BYE on both legs (RFC 4028 §10).
+	if err := e.caller.none(sip.BYE, 50*time.Millisecond); err != nil {
+		t.Fatal("teardown before Timer F:", err)
+	}
+	e.clock.Advance(64 * sip.T1)
 	e.caller.expect(ctx, sip.BYE)
 	e.callee.expect(ctx, sip.BYE)
 	rec := e.cdr.next(ctx, t)

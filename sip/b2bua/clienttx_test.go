@@ -1,0 +1,331 @@
+package b2bua
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// rawPeer is an upstream on a bare UDP socket: it sees every datagram
+// sbcd sends, retransmissions included, and answers only when told.
+type rawPeer struct {
+	t    *testing.T
+	c    *net.UDPConn
+	sbcd netip.AddrPort
+}
+
+func newRawPeer(t *testing.T) *rawPeer {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &rawPeer{t: t, c: c}
+}
+
+func (p *rawPeer) addr() netip.AddrPort { return p.c.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// next reads the next request, skipping responses; nil after d without one.
+func (p *rawPeer) next(d time.Duration) (*sip.Request, string) {
+	p.t.Helper()
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(d)
+	for {
+		_ = p.c.SetReadDeadline(deadline)
+		n, _, err := p.c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, ""
+			}
+			p.t.Fatalf("raw peer read: %v", err)
+		}
+		m, err := sip.ParseMessage(buf[:n])
+		if err != nil {
+			p.t.Fatalf("sbcd sent what does not parse: %v: %q", err, buf[:n])
+		}
+		if req, ok := m.(*sip.Request); ok {
+			return req, string(buf[:n])
+		}
+	}
+}
+
+// expect reads the next request and checks its method.
+func (p *rawPeer) expect(method sip.RequestMethod) (*sip.Request, string) {
+	p.t.Helper()
+	req, raw := p.next(3 * time.Second)
+	if req == nil {
+		p.t.Fatalf("raw peer: no %s", method)
+	}
+	if req.Method != method {
+		p.t.Fatalf("raw peer: got %s, want %s", req.Method, method)
+	}
+	return req, raw
+}
+
+// none checks that no request comes within d.
+func (p *rawPeer) none(d time.Duration) {
+	p.t.Helper()
+	if req, _ := p.next(d); req != nil {
+		p.t.Fatalf("raw peer: unexpected %s", req.Method)
+	}
+}
+
+// answer sends a response to req with toTag (none for 100).
+func (p *rawPeer) answer(req *sip.Request, code int, reason, toTag string) {
+	p.t.Helper()
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	if toTag != "" {
+		if to := res.To(); to != nil {
+			to.Params.Add("tag", toTag)
+		}
+	}
+	if code >= 200 && code < 300 && req.IsInvite() {
+		res.AppendHeader(sip.NewHeader("Contact", "<sip:bob@"+p.addr().String()+">"))
+	}
+	if _, err := p.c.WriteToUDPAddrPort([]byte(res.String()), p.sbcd); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func branchOf(req *sip.Request) string {
+	b, _ := req.Via().Params.Get("branch")
+	return b
+}
+
+// newRawEnv is an env whose upstream is a raw peer, on the virtual clock.
+func newRawEnv(t *testing.T) (*env, *rawPeer) {
+	peer := newRawPeer(t)
+	e := newEnv(t, behavior{}, func(o *Options) {
+		shortTimers(o)
+		o.Upstream = peer.addr().String()
+	}, withClock())
+	peer.sbcd = e.addr
+	return e, peer
+}
+
+// TestClientInviteRetransmitAndReject follows the B-leg INVITE through
+// sbcd's own client transaction: Timer A retransmissions at T1 doubling
+// while Calling, none once Proceeding, and the ACK of a non-2xx final
+// answer, sent again for its retransmission (RFC 3261 §17.1.1).
+func TestClientInviteRetransmitAndReject(t *testing.T) {
+	e, peer := newRawEnv(t)
+	ctx := testCtx(t)
+	_, tx := e.caller.invite(ctx, e.addr, "bob")
+	inv, raw := peer.expect(sip.INVITE)
+	if b := branchOf(inv); !strings.HasPrefix(b, branchMark) {
+		t.Fatalf("branch %q lacks %q", b, branchMark)
+	}
+	if st := e.b.Stats(); st.ClientTx != 1 {
+		t.Errorf("client transactions %d, want 1", st.ClientTx)
+	}
+	peer.none(50 * time.Millisecond) // the clock stands still
+	for _, d := range []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1} {
+		e.clock.Advance(d - time.Millisecond)
+		peer.none(20 * time.Millisecond)
+		e.clock.Advance(time.Millisecond)
+		_, again := peer.expect(sip.INVITE)
+		if again != raw {
+			t.Fatalf("retransmission differs:\n%s\nfirst:\n%s", again, raw)
+		}
+	}
+	peer.answer(inv, 180, "Ringing", "rawtag")
+	time.Sleep(30 * time.Millisecond)
+	e.clock.Advance(64 * sip.T1) // neither Timer A nor Timer B once Proceeding
+	peer.none(50 * time.Millisecond)
+
+	peer.answer(inv, 486, "Busy Here", "rawtag")
+	ack, _ := peer.expect(sip.ACK)
+	to, _ := ack.To().Params.Get("tag")
+	if branchOf(ack) != branchOf(inv) || to != "rawtag" || ack.CSeq().SeqNo != inv.CSeq().SeqNo ||
+		ack.CallID().Value() != inv.CallID().Value() || ack.Recipient.String() != inv.Recipient.String() {
+		t.Errorf("ACK does not match RFC 3261 §17.1.1.3:\n%s\nINVITE:\n%s", ack, inv)
+	}
+	// The retransmitted 486 gets the ACK again, the INVITE no more.
+	peer.answer(inv, 486, "Busy Here", "rawtag")
+	if again, _ := peer.expect(sip.ACK); branchOf(again) != branchOf(inv) {
+		t.Errorf("second ACK branch %q", branchOf(again))
+	}
+	if res, _ := final(ctx, t, tx); res.StatusCode != 486 {
+		t.Errorf("caller got %d, want 486", res.StatusCode)
+	}
+	waitClientTx(t, e.b)
+}
+
+// TestClientInviteTimerB: an INVITE nobody answers ends after 64*T1 in the
+// shard's clock, and the caller gets 408.
+func TestClientInviteTimerB(t *testing.T) {
+	e, peer := newRawEnv(t)
+	ctx := testCtx(t)
+	_, tx := e.caller.invite(ctx, e.addr, "bob")
+	peer.expect(sip.INVITE)
+	e.clock.Advance(64*sip.T1 - sip.T1/2)
+	if st := e.b.Stats(); st.ClientTx != 1 {
+		t.Errorf("client transactions %d before Timer B, want 1", st.ClientTx)
+	}
+	e.clock.Advance(sip.T1)
+	if res, _ := final(ctx, t, tx); res.StatusCode != 408 {
+		t.Errorf("caller got %d, want 408", res.StatusCode)
+	}
+	waitClientTx(t, e.b)
+}
+
+// TestClientCancelRingingForever: a callee that rings, takes the CANCEL
+// and never sends its 487 holds the call's slot for 64*T1 after the
+// CANCEL, no longer (RFC 3261 §9.1).
+func TestClientCancelRingingForever(t *testing.T) {
+	e, peer := newRawEnv(t)
+	ctx := testCtx(t)
+	c, tx := e.caller.invite(ctx, e.addr, "bob")
+	inv, _ := peer.expect(sip.INVITE)
+	peer.answer(inv, 180, "Ringing", "rawtag")
+	time.Sleep(30 * time.Millisecond)
+	cancel := e.caller.build(c, sip.CANCEL, tx.Origin().CSeq().SeqNo, "")
+	cancel.RemoveHeader("Via")
+	cancel.PrependHeader(tx.Origin().Via().Clone())
+	txc, err := e.caller.tl.Request(ctx, cancel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := final(ctx, t, txc); r.StatusCode != 200 {
+		t.Errorf("CANCEL answered %d", r.StatusCode)
+	}
+	if res, _ := final(ctx, t, tx); res.StatusCode != 487 {
+		t.Errorf("caller got %d, want 487", res.StatusCode)
+	}
+	bc, _ := peer.expect(sip.CANCEL)
+	if branchOf(bc) != branchOf(inv) {
+		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
+	}
+	peer.answer(bc, 200, "OK", "rawtag")
+	time.Sleep(30 * time.Millisecond)
+	e.clock.Advance(64*sip.T1 - sip.T1/2)
+	if st := e.b.Stats(); st.FreeSlots == 8 || st.ClientTx != 1 {
+		t.Errorf("before 64*T1: free slots %d, client transactions %d; want the INVITE's held", st.FreeSlots, st.ClientTx)
+	}
+	e.clock.Advance(sip.T1)
+	waitClientTx(t, e.b)
+	deadline := time.Now().Add(3 * time.Second)
+	for e.b.Stats().FreeSlots != 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot still held: %+v", e.b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// answeredRaw sets up a call to the raw peer, answered and ACKed, and
+// has the caller hang up: it returns sbcd's BYE to the peer, as sent.
+func answeredRaw(t *testing.T, e *env, peer *rawPeer) (*sip.Request, string) {
+	t.Helper()
+	ctx := testCtx(t)
+	c, tx := e.caller.invite(ctx, e.addr, "bob")
+	inv, _ := peer.expect(sip.INVITE)
+	peer.answer(inv, 200, "OK", "rawtag")
+	res, _ := final(ctx, t, tx)
+	if res.StatusCode != 200 {
+		t.Fatalf("caller got %d", res.StatusCode)
+	}
+	e.caller.answered(c, res) // and ACKs
+	peer.expect(sip.ACK)      // sbcd's ACK of the 2xx
+	if r := e.caller.request(ctx, c, sip.BYE, ""); r.StatusCode != 200 {
+		t.Fatalf("caller's BYE answered %d", r.StatusCode)
+	}
+	return peer.expect(sip.BYE)
+}
+
+// TestClientByeTimerF: Timer E retransmits an unanswered BYE at T1
+// doubling up to T2, and Timer F ends it after 64*T1, which frees the
+// call's slot (RFC 3261 §17.1.2.2).
+func TestClientByeTimerF(t *testing.T) {
+	e, peer := newRawEnv(t)
+	_, raw := answeredRaw(t, e, peer)
+	elapsed := time.Duration(0)
+	for _, d := range []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1, sip.T2, sip.T2} {
+		e.clock.Advance(d - time.Millisecond)
+		peer.none(20 * time.Millisecond)
+		e.clock.Advance(time.Millisecond)
+		if _, again := peer.expect(sip.BYE); again != raw {
+			t.Fatalf("retransmission differs")
+		}
+		elapsed += d
+	}
+	if st := e.b.Stats(); st.ClientTx != 1 || st.FreeSlots == 8 {
+		t.Errorf("before Timer F: %+v", st)
+	}
+	e.clock.Advance(64*sip.T1 - elapsed)
+	waitClientTx(t, e.b)
+	deadline := time.Now().Add(3 * time.Second)
+	for e.b.Stats().FreeSlots != 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot still held: %+v", e.b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClientByeProceeding: once a provisional answer came, Timer E is
+// reset to T2 each time it fires; the final answer ends the transaction
+// (RFC 3261 §17.1.2.2).
+func TestClientByeProceeding(t *testing.T) {
+	e, peer := newRawEnv(t)
+	bye, _ := answeredRaw(t, e, peer)
+	e.clock.Advance(sip.T1)
+	peer.expect(sip.BYE) // Timer E, next at 2*T1
+	peer.answer(bye, 100, "Trying", "")
+	time.Sleep(30 * time.Millisecond)
+	e.clock.Advance(2 * sip.T1)
+	peer.expect(sip.BYE) // Timer E fires in Proceeding: reset to T2
+	e.clock.Advance(sip.T2 - time.Millisecond)
+	peer.none(20 * time.Millisecond)
+	e.clock.Advance(time.Millisecond)
+	peer.expect(sip.BYE)
+	peer.answer(bye, 200, "OK", "")
+	waitClientTx(t, e.b)
+	e.clock.Advance(64 * sip.T1)
+	peer.none(50 * time.Millisecond)
+}
+
+// TestResponseDirect: the read filter takes responses to sbcd's own
+// branches and leaves everything else to sipgo.
+func TestResponseDirect(t *testing.T) {
+	e, _ := newRawEnv(t)
+	from := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5999}}
+	res := func(branch string) []byte {
+		return []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=" + branch + "\r\n" +
+			"From: <sip:a@x>;tag=00aa\r\nTo: <sip:b@y>;tag=1\r\nCall-ID: rd\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n")
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"own branch, shard 1", res(branchMark + "01abc"), true},
+		{"own branch, no such shard", res(branchMark + "7fabc"), false},
+		{"sipgo's branch", res("z9hG4bK.0123456789abcdef"), false},
+		{"a request", []byte("BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=" + branchMark + "01x\r\n\r\n"), false},
+		{"does not parse", []byte("SIP/2.0 200 OK\r\nVia: " + branchMark + "01\r\n"), false},
+		{"empty", nil, false},
+	} {
+		if got := e.b.responseDirect(from, c.data); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func waitClientTx(t *testing.T, b *B2BUA) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for b.Stats().ClientTx != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("client transactions left: %+v", b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
