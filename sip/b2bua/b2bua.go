@@ -527,14 +527,15 @@ const stopGrace = 50 * time.Millisecond
 // the retransmission of a non-INVITE request sbcd already answered from
 // the retransmission cache and drops it (RFC 3261 §17.2.2, rtx.go), so
 // that sipgo need not keep the transaction, and it routes ACKs itself
-// (ackDirect) and the responses to the shards' own client transactions
-// (responseDirect, clienttx.go). It runs in the socket's read
+// and BYEs (ackDirect, byeDirect) and the responses to the shards' own
+// client transactions (responseDirect, clienttx.go). It runs in the socket's read
 // loop and must not block.
 func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	if b.stopped.Load() {
 		return nil, nil
 	}
-	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data) || b.responseDirect(p, data)) {
+	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data) || b.byeDirect(p, data) ||
+		b.responseDirect(p, data)) {
 		return nil, nil
 	}
 	return data, nil
@@ -555,6 +556,26 @@ func (b *B2BUA) udpIndexOf(laddr sip.Addr) int {
 		}
 	}
 	return 0
+}
+
+// udpIndexOfAddr is the index in b.udp of the listening socket bound to
+// a, as a read filter sees it.
+func (b *B2BUA) udpIndexOfAddr(a net.Addr) (int, bool) {
+	for i, c := range b.udp {
+		if c.LocalAddr() == a {
+			return i, true
+		}
+	}
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return 0, false
+	}
+	for i, c := range b.udp {
+		if c.LocalAddr().(*net.UDPAddr).AddrPort() == ua.AddrPort() {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // udpIndex is the index in b.udp of the listening socket conn sends from,

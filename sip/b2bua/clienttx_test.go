@@ -329,3 +329,71 @@ func waitClientTx(t *testing.T, b *B2BUA) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestByeDirect: the read filter takes a BYE of a call over UDP from
+// sipgo, the shard answers it from the socket, and the retransmission
+// cache answers its retransmission; what a check refuses, what does not
+// parse and what names no shard is left to sipgo.
+func TestByeDirect(t *testing.T) {
+	e := newEnv(t, behavior{}, nil)
+	ctx := testCtx(t)
+	a, tx := e.caller.invite(ctx, e.addr, "bob")
+	res, _ := final(ctx, t, tx)
+	if res.StatusCode != 200 {
+		t.Fatalf("answer %d", res.StatusCode)
+	}
+	e.caller.answered(a, res)
+	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
+	src := newRawPeer(t) // where the answers go: the BYE's source
+	props := sip.TransportReadProps{Transport: "UDP", LocalAddr: e.b.udp[0].LocalAddr(),
+		RemoteAddr: net.UDPAddrFromAddrPort(src.addr())}
+	bye := e.caller.build(a, sip.BYE, e.caller.seq.Add(1), "").String()
+	seq := strings.Split(strings.Split(bye, "CSeq: ")[1], " ")[0]
+	tag, _ := res.To().Params.Get("tag")
+	for _, c := range []struct {
+		name  string
+		props sip.TransportReadProps
+		data  string
+	}{
+		{"not a BYE", props, strings.Replace(bye, "BYE ", "FOO ", 1)},
+		{"unparsable", props, "BYE sip:bob@127.0.0.1 SIP/2.0\r\nVia: \r\n\r\n"},
+		{"empty", props, ""},
+		{"no shard's tag", props, strings.Replace(bye, "tag="+tag, "tag=zz"+tag, 1)},
+		{"CSeq method mismatch (400)", props, strings.Replace(bye, "CSeq: "+seq+" BYE", "CSeq: "+seq+" INVITE", 1)},
+		{"unknown socket", sip.TransportReadProps{Transport: "UDP", LocalAddr: src.c.LocalAddr(), RemoteAddr: props.RemoteAddr}, bye},
+	} {
+		if e.b.byeDirect(c.props, []byte(c.data)) {
+			t.Errorf("%s: taken", c.name)
+		}
+	}
+	if st := e.b.Stats(); st.Up != 1 {
+		t.Fatalf("a BYE left to sipgo reached the call: %+v", st)
+	}
+	read200 := func() {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = src.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := src.c.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer to the BYE: %v", err)
+		}
+		if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK\r\n") || !strings.Contains(string(buf[:n]), "CSeq: "+seq+" BYE") {
+			t.Fatalf("answer %q", buf[:n])
+		}
+	}
+	if !e.b.byeDirect(props, []byte(bye)) {
+		t.Fatal("BYE of the call: not taken")
+	}
+	read200()
+	e.callee.expect(ctx, sip.BYE)
+	e.cdr.next(ctx, t)
+	resent := e.b.Stats().RtxResent
+	if !e.b.byeDirect(props, []byte(bye)) {
+		t.Fatal("retransmitted BYE: not taken")
+	}
+	read200()
+	if got := e.b.Stats().RtxResent; got != resent+1 {
+		t.Errorf("retransmissions answered from the cache: %d, want %d", got, resent+1)
+	}
+	tx.Terminate()
+}

@@ -1,7 +1,9 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -156,6 +158,79 @@ func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
 	}
 	b.routeAck(req, toTag, true)
 	return true
+}
+
+// byeDirect takes a BYE received over UDP out of sipgo's hands, from the
+// socket's read filter, as ackDirect does ACKs: sipgo would make a server
+// transaction of it in a goroutine of its own, only for the shard to
+// answer 200 at once and the retransmission cache to take over (RFC 3261
+// §17.2.2, rtx.go). It parses the datagram, checks it as onRequest does
+// and posts it to the shard its To tag names; the shard answers from the
+// socket it came in on (respondUDP). It leaves to sipgo (false) what does
+// not parse, what has no To tag of a shard, and what a check refuses:
+// onRequest answers those as before.
+func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
+	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") || p.RemoteAddr == nil || b.rtx == nil {
+		return false
+	}
+	sock, ok := b.udpIndexOfAddr(p.LocalAddr)
+	if !ok {
+		return false
+	}
+	m, err := b.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || req.Method != sip.BYE || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return false
+	}
+	toTag, _ := req.To().Params.Get("tag")
+	s, ok := b.tagShard(toTag)
+	if !ok {
+		return false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(p.RemoteAddr.String())
+	if checkMessage(req).code != 0 || checkCSeq(req).code != 0 || checkHeaders(req).code != 0 {
+		return false
+	}
+	b.traceMsg("recv", req)
+	if b.rtx.answerParsed(req) {
+		return true // a retransmission, answered again (onRequest)
+	}
+	s.postLater(event{kind: evRequest, req: req, direct: true, sock: sock})
+	return true
+}
+
+// respondUDP answers req, which came in on socket sock without a sipgo
+// transaction (byeDirect), with a final response to its source (RFC 3261
+// §18.2.2, as sipgo answers; RFC 3581 received and rport when asked), and
+// keeps the response in the retransmission cache for Timer J (§17.2.2).
+func (b *B2BUA) respondUDP(req *sip.Request, sock int, code int, reason string, hdrs []sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res.SipVersion = sipVersion
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	b.traceMsg("send", res)
+	dest, err := netip.ParseAddrPort(res.Destination())
+	if err != nil || sock < 0 || sock >= len(b.udp) {
+		b.log.Debug("respond", "code", code, "error", fmt.Errorf("destination %q: %w", res.Destination(), err))
+		return
+	}
+	w, ok := b.udp[sock].(addrPortWriter)
+	if !ok {
+		return
+	}
+	buf := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(buf)
+	buf.Reset()
+	res.StringWrite(buf)
+	if _, err := w.WriteToUDPAddrPort(buf.Bytes(), dest); err != nil {
+		b.log.Debug("respond", "code", code, "error", err)
+	}
+	b.rtx.keepSent(req, buf.Bytes(), dest, sock)
 }
 
 // txKeys is the set of keys of the INVITE server transactions sipgo holds

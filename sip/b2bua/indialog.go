@@ -20,9 +20,12 @@ import (
 func (s *shard) onInDialog(e event) {
 	req, tx := e.req, e.tx
 	reply := func(code int, reason string, hdrs ...sip.Header) {
-		if tx != nil {
+		switch {
+		case tx != nil:
 			s.b.respond(tx, req, code, reason, hdrs)
 			tx.TerminateGracefully()
+		case e.direct:
+			s.b.respondUDP(req, e.sock, code, reason, hdrs)
 		}
 	}
 	cid, cseq := req.CallID(), req.CSeq()
@@ -51,6 +54,13 @@ func (s *shard) onInDialog(e event) {
 		if r := &st.reok[leg]; r.res != nil && cseq.SeqNo == r.seq {
 			r.done() // the ACK of sbcd's 2xx to a re-INVITE
 		}
+		return
+	}
+	if req.Method == sip.BYE && cseq.SeqNo == l.remoteSeq && !l.established {
+		// RFC 3261 §17.2.2: a retransmission of the BYE sbcd answered,
+		// which got here before its answer was in the retransmission
+		// cache, gets the same answer.
+		reply(200, "OK")
 		return
 	}
 	// RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.

@@ -133,6 +133,21 @@ func (c *rtxCache) keep(req *sip.Request, res *sip.Response, sock int) bool {
 	return c.put(key, w.Bytes(), dest, sock)
 }
 
+// keepSent is keep for a final response to the non-INVITE request req
+// that sbcd already wrote, as data, to dest from socket sock without a
+// sipgo transaction (byeDirect).
+func (c *rtxCache) keepSent(req *sip.Request, data []byte, dest netip.AddrPort, sock int) bool {
+	if c == nil || req.IsInvite() || req.IsAck() || sock < 0 || sock >= len(c.socks) || len(data) > rtxDataMax {
+		return false
+	}
+	var kb [rtxKeyMax]byte
+	key, ok := reqKey(req, kb[:0])
+	if !ok {
+		return false
+	}
+	return c.put(key, data, dest, sock)
+}
+
 // absorb remembers, for 64*T1 (Timer L, RFC 6026 §7.1), that the INVITE
 // req received over UDP on socket sock was answered 2xx: its
 // retransmissions are dropped, as the Accepted state absorbs them. It

@@ -63,6 +63,10 @@ type event struct {
 	seq    uint32
 	callID string
 	tag    string
+	// direct: evRequest of a request sipgo never saw (byeDirect), to be
+	// answered from socket sock without a transaction.
+	direct bool
+	sock   int
 	// evInvite
 	sreq        session.Request
 	rt          route
