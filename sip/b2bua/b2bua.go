@@ -14,7 +14,13 @@
 // client transactions of the requests it sends itself, timed by its wheel
 // tick, and gets their responses straight from the socket (clienttx.go);
 // other requests are sent by short-lived goroutines through sipgo's
-// transaction layer that post their outcome back as another event.
+// transaction layer that post their outcome back as another event. Over
+// UDP, too, the socket's read filter hands a new call's INVITE, its
+// retransmissions, CANCEL and ACK, and every BYE and ACK of a call to the
+// shard without sipgo's transaction layer, and the shard runs the INVITE
+// server transaction (uas.go); what a check refuses, re-INVITEs, UPDATEs
+// and the other in-dialog requests, and everything over TCP go through
+// sipgo's transactions.
 //
 // sipgo's Server terminates a server transaction as soon as its handler
 // returns, which does not fit a handler that only posts an event; this
@@ -284,6 +290,7 @@ type B2BUA struct {
 
 	parser   *sip.Parser // ackDirect's
 	invites  txKeys      // INVITE server transactions over UDP (ackDirect)
+	uasKeys  txKeys      // the shards' own INVITE server transactions (uas.go)
 	late     lateHist    // Stats.RefreshLate
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
@@ -527,7 +534,8 @@ const stopGrace = 50 * time.Millisecond
 // the retransmission of a non-INVITE request sbcd already answered from
 // the retransmission cache and drops it (RFC 3261 §17.2.2, rtx.go), so
 // that sipgo need not keep the transaction, and it routes ACKs itself
-// and BYEs (ackDirect, byeDirect) and the responses to the shards' own
+// and BYEs (ackDirect, byeDirect), new INVITEs and what belongs to their
+// transactions (inviteDirect, uas.go) and the responses to the shards' own
 // client transactions (responseDirect, clienttx.go). It runs in the socket's read
 // loop and must not block.
 func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
@@ -535,7 +543,7 @@ func (b *B2BUA) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error
 		return nil, nil
 	}
 	if p.Transport == "UDP" && (b.rtx.answer(data) || b.ackDirect(p, data) || b.byeDirect(p, data) ||
-		b.responseDirect(p, data)) {
+		b.inviteDirect(p, data) || b.responseDirect(p, data)) {
 		return nil, nil
 	}
 	return data, nil

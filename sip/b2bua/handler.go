@@ -152,6 +152,13 @@ func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
 	req.SetTransport("UDP")
 	req.SetSource(p.RemoteAddr.String())
 	b.traceMsg("recv", req)
+	if req.CallID() != nil && b.uasKeys.has(key) {
+		// The ACK of a non-2xx answer of a shard's own INVITE
+		// transaction (uas.go), or of a 2xx from a UA that reuses the
+		// INVITE's branch before the transaction ended: the shard tells.
+		b.shards[b.shardOf(req.CallID().Value())].postLater(event{kind: evUAS, req: req, key: key})
+		return true
+	}
 	toTag := ""
 	if to := req.To(); to != nil {
 		toTag, _ = to.Params.Get("tag")
@@ -540,55 +547,57 @@ func minSEHeader(v uint32) sip.Header {
 	return sip.NewHeader(header.MinSE, strconv.FormatUint(uint64(v), 10))
 }
 
-// newInvite checks a caller's INVITE and posts it to its shard.
-func (b *B2BUA) newInvite(req *sip.Request, tx *sip.ServerTx) {
-	reject := func(code int, reason string, hdrs ...sip.Header) {
-		b.respond(tx, req, code, reason, hdrs)
-		b.endAfter(tx, code)
-	}
+// admitInvite checks a new INVITE that passed the UAS checks as a call
+// (RFC 3261 §8.2, DESIGN.md §5, RFC 4028 §9) and makes the shard's event
+// for it; a refusal says how to answer instead.
+func (b *B2BUA) admitInvite(req *sip.Request) (event, refusal) {
 	if b.closing.Load() {
-		reject(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
-		return
+		return event{}, refusal{code: 503, reason: "Service Unavailable", hdrs: []sip.Header{sip.NewHeader("Retry-After", "30")}}
 	}
 	if req.Contact() == nil {
 		// RFC 3261 §8.1.1.8: an INVITE must carry a Contact, the remote
 		// target of the dialog.
-		reject(400, "Missing Contact")
-		return
+		return event{}, refusal{code: 400, reason: "Missing Contact"}
 	}
 	rt, code := b.classify(req)
 	switch code {
 	case 0:
 	case 404:
-		reject(404, "Not Found")
-		return
+		return event{}, refusal{code: 404, reason: "Not Found"}
 	case 503:
-		reject(503, "Service Unavailable")
-		return
+		return event{}, refusal{code: 503, reason: "Service Unavailable"}
 	default:
-		reject(403, "Forbidden")
-		return
+		return event{}, refusal{code: 403, reason: "Forbidden"}
 	}
 	v := timerValues(req)
 	sreq, err := v.Request()
 	if err != nil {
 		// RFC 3261 §21.4.1: a malformed header field draws 400.
-		reject(400, "Bad Session-Expires or Min-SE")
-		return
+		return event{}, refusal{code: 400, reason: "Bad Session-Expires or Min-SE"}
 	}
 	sreq, min := b.params.Load().Check(sreq)
 	if min != 0 {
 		// RFC 4028 §9: Session-Expires below sbcd's Min-SE from a UAC
 		// that supports timer draws 422 with Min-SE.
-		reject(422, "Session Interval Too Small", minSEHeader(min))
-		return
+		return event{}, refusal{code: 422, reason: "Session Interval Too Small", hdrs: []sip.Header{minSEHeader(min)}}
 	}
 	callID := req.CallID().Value()
-	i := b.shardOf(callID)
-	s := b.shards[i]
-	tag := b.newTag(i)
-	if !s.post(context.Background(), event{kind: evInvite, req: req, tx: tx, callID: callID, tag: tag, sreq: sreq, rt: rt,
-		allowUpdate: allowsUpdate(req)}) {
+	return event{kind: evInvite, req: req, callID: callID, tag: b.newTag(b.shardOf(callID)), sreq: sreq, rt: rt,
+		allowUpdate: allowsUpdate(req)}, refusal{}
+}
+
+// newInvite checks a caller's INVITE and posts it to its shard.
+func (b *B2BUA) newInvite(req *sip.Request, tx *sip.ServerTx) {
+	e, r := b.admitInvite(req)
+	if r.code != 0 {
+		b.respond(tx, req, r.code, r.reason, r.hdrs)
+		b.endAfter(tx, r.code)
+		return
+	}
+	e.tx = tx
+	callID, tag := e.callID, e.tag
+	s := b.shards[b.shardOf(callID)]
+	if !s.post(context.Background(), e) {
 		return
 	}
 	// RFC 3261 §9.2: sipgo answers the CANCEL and the 487 itself; the shard

@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -34,6 +35,7 @@ const (
 	evTxDone                        // a client transaction ended without a final response
 	evStray                         // a 2xx retransmission to ACK again
 	evResponseUDP                   // a response to one of the shard's own client transactions (clienttx.go)
+	evUAS                           // a retransmitted INVITE, CANCEL or ACK for one of the shard's INVITE transactions (uas.go)
 	evCDRDone                       // the CDR of a call is durable
 	evShutdown                      // end every call
 )
@@ -63,10 +65,13 @@ type event struct {
 	seq    uint32
 	callID string
 	tag    string
-	// direct: evRequest of a request sipgo never saw (byeDirect), to be
-	// answered from socket sock without a transaction.
+	// direct: evRequest or evInvite of a request sipgo never saw
+	// (byeDirect, inviteDirect), to be answered from socket sock without
+	// a sipgo transaction; key is the INVITE's transaction key (evInvite,
+	// evUAS).
 	direct bool
 	sock   int
+	key    string
 	// evInvite
 	sreq        session.Request
 	rt          route
@@ -113,8 +118,10 @@ type passState struct {
 // callState is the sip layer's per-call state in the dialog slot.
 type callState struct {
 	legs [2]legState
-	// The caller's INVITE transaction, until its final response.
+	// The caller's INVITE transaction, until its final response: sipgo's
+	// (inv) or the shard's own over UDP (uas).
 	inv    *sip.ServerTx
+	uas    *uasInvite
 	invReq *sip.Request
 	// The B-leg INVITE, until its final response (for CANCEL).
 	binv *sip.Request
@@ -140,6 +147,7 @@ type callState struct {
 	// retransmission over UDP (RFC 3261 §13.3.1.4).
 	ok     *sip.Response
 	okTx   *sip.ServerTx
+	okUAS  *uasInvite // instead of okTx: where the 2xx goes (uas.go)
 	okNext int64
 	okIvl  time.Duration
 
@@ -176,6 +184,10 @@ type shard struct {
 	ctNext    int64
 	ctExpired []*clientTx
 	branches  uint64
+	// The shard's own INVITE server transactions (uas.go) by key, and the
+	// earliest time one of them is due (0: none).
+	uas     map[string]*uasInvite
+	uasNext int64
 
 	used, early, up, unacked atomic.Int64
 	ended                    [32]atomic.Uint64
@@ -271,7 +283,7 @@ func (s *shard) run() {
 // no armed call timer, no 2xx retransmitted until its ACK and no client
 // transaction of its own.
 func (s *shard) idle() bool {
-	return s.wheel.ArmedLen() == 0 && len(s.awaitAck) == 0 && len(s.cts) == 0
+	return s.wheel.ArmedLen() == 0 && len(s.awaitAck) == 0 && len(s.cts) == 0 && len(s.uas) == 0
 }
 
 // tick fires the calls whose deadline passed.
@@ -298,6 +310,7 @@ func (s *shard) tick() {
 		s.retransmit(now)
 	}
 	s.retransmitUDP(now)
+	s.retransmitUAS(now)
 }
 
 // retransmit resends the 2xx of calls waiting for the caller's ACK over
@@ -318,7 +331,7 @@ func (s *shard) retransmit(now int64) {
 				st.ackDone()
 			} else {
 				if now >= st.okNext {
-					s.b.resend(st.okTx, st.ok)
+					s.resendOK(st)
 					st.okIvl = min(2*st.okIvl, t2)
 					st.okNext = now + int64(st.okIvl)
 				}
@@ -376,7 +389,24 @@ func (st *callState) ackDone() {
 	if st.okTx != nil {
 		st.okTx.Terminate()
 	}
-	st.ok, st.okTx = nil, nil
+	st.ok, st.okTx, st.okUAS = nil, nil, nil
+}
+
+// resendOK sends the 2xx to the caller's INVITE again (RFC 3261
+// §13.3.1.4), on sipgo's connection or from the shard's socket.
+func (s *shard) resendOK(st *callState) {
+	if st.okTx != nil {
+		s.b.resend(st.okTx, st.ok)
+		return
+	}
+	if u := st.okUAS; u != nil {
+		s.b.traceMsg("send", st.ok)
+		buf := rtxBufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		st.ok.StringWrite(buf)
+		s.writeUDP(u.sock, u.dest, buf.Bytes())
+		rtxBufPool.Put(buf)
+	}
 }
 
 // RFC 3261 §17.1.1.1 timer values for the 2xx retransmission.
@@ -436,6 +466,8 @@ func (s *shard) handle(e event) {
 		s.onStray(e.res)
 	case evResponseUDP:
 		s.onResponseUDP(e.res)
+	case evUAS:
+		s.onUAS(e)
 	case evCDRDone:
 		if slot, ok := s.tab.Get(e.id); ok {
 			slot.Data.cdrDone = true
@@ -495,9 +527,25 @@ func (s *shard) count(c uint8, d int64) {
 func (s *shard) onInvite(e event) {
 	req, tx := e.req, e.tx
 	p := s.b.params.Load()
+	var u *uasInvite
+	if e.direct {
+		u = s.newUAS(e)
+	}
+	refuse := func(code int, reason string, hdrs ...sip.Header) {
+		if u == nil {
+			s.b.respond(tx, req, code, reason, hdrs)
+			s.b.endAfter(tx, code)
+			return
+		}
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		res.SipVersion = sipVersion
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		s.respondUAS(u, res)
+	}
 	if s.b.closing.Load() {
-		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "30")})
-		s.b.endAfter(tx, 503)
+		refuse(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
 	id, slot, err := s.tab.Alloc()
@@ -508,8 +556,7 @@ func (s *shard) onInvite(e event) {
 		// count the attempts the box turned away; with no slot to free
 		// there is nothing to wait for.
 		s.ended[session.ReasonTableFull].Add(1)
-		s.b.respond(tx, req, 503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")})
-		s.b.endAfter(tx, 503)
+		refuse(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		s.refusalCDR(e, 503, session.ReasonTableFull)
 		return
 	}
@@ -520,13 +567,15 @@ func (s *shard) onInvite(e event) {
 		_ = s.tab.Free(id)
 		s.used.Add(-1)
 		s.b.log.Error("allocate call timer", "error", err)
-		s.b.respond(tx, req, 500, "Server Internal Error", nil)
-		s.b.endAfter(tx, 500)
+		refuse(500, "Server Internal Error")
 		return
 	}
 	slot.Timer = h
 	st := &slot.Data
-	st.inv, st.invReq = tx, req
+	st.inv, st.uas, st.invReq = tx, u, req
+	if u != nil {
+		u.id = id
+	}
 	st.sreq, st.allowA = e.sreq, e.allowUpdate
 	st.setup = s.b.o.now()
 	st.caller = req.From().Address.String()
@@ -587,7 +636,13 @@ func (s *shard) onInvite(e event) {
 		return
 	}
 	// RFC 3261 §17.2.1: answer 100 at once; the B-leg may take a while.
-	s.b.respond(tx, req, 100, "Trying", nil)
+	if u != nil {
+		res := sip.NewResponseFromRequest(req, 100, "Trying", nil)
+		res.SipVersion = sipVersion
+		s.respondUAS(u, res)
+	} else {
+		s.b.respond(tx, req, 100, "Trying", nil)
+	}
 	st.offer = p.Offer(st.sreq)
 	s.sendInvite(id, slot)
 	s.touch(id, slot)
@@ -779,19 +834,21 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 		st.code = code
 		st.answer = s.b.o.now()
 		st.legs[legA].established = true
-		tx := st.inv
+		tx, u := st.inv, st.uas
 		ok := s.answerA(slot, code, res.Reason, b.sdp, hdrs...)
 		slot.Call.Answered(now, p)
 		if ok != nil && st.legs[legA].network == "UDP" {
-			st.ok, st.okTx = ok, tx
+			st.ok, st.okTx, st.okUAS = ok, tx, u
 			st.okIvl, st.okNext = t1, now+int64(t1)
 			s.watchAcks(e.id)
-			select {
-			case <-tx.Done():
-				// sendAccepted ended the transaction: ACKs come as
-				// requests of their own (onRequest, ackDirect).
-			default:
-				go s.watchAck(tx)
+			if tx != nil {
+				select {
+				case <-tx.Done():
+					// sendAccepted ended the transaction: ACKs come as
+					// requests of their own (onRequest, ackDirect).
+				default:
+					go s.watchAck(tx)
+				}
 			}
 		}
 	default:
@@ -826,7 +883,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 // answerA answers the caller's INVITE with sbcd's A-leg tag and Contact.
 func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
 	st := &slot.Data
-	if st.inv == nil {
+	if st.inv == nil && st.uas == nil {
 		return nil
 	}
 	res := sip.NewResponseFromRequest(st.invReq, code, reason, body)
@@ -840,6 +897,14 @@ func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, b
 	}
 	for _, h := range hdrs {
 		res.AppendHeader(h)
+	}
+	if st.uas != nil {
+		res.SipVersion = sipVersion
+		s.respondUAS(st.uas, res)
+		if code >= 200 {
+			st.uas, st.invReq = nil, nil
+		}
+		return res
 	}
 	if code >= 200 && code < 300 && s.b.sendAccepted(st.inv, res) {
 		st.inv, st.invReq = nil, nil
@@ -882,7 +947,7 @@ func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip sessi
 	}
 	r := slot.Call.Reason
 	s.ended[r&31].Add(1)
-	if st.inv != nil {
+	if st.inv != nil || st.uas != nil {
 		code, reason := 500, "Server Internal Error"
 		switch r {
 		case session.ReasonShutdown:
