@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -255,7 +256,9 @@ func TestBasicCallCallerHangsUp(t *testing.T) {
 	if res.StatusCode != 200 || string(res.Body()) != calleeSDP {
 		t.Fatalf("answer %d body %q", res.StatusCode, res.Body())
 	}
-	if len(prov) == 0 || prov[len(prov)-1] != 180 {
+	// The test phone's sipgo hands each response to a goroutine of its
+	// own, so sbcd's 100 may reach the transaction after the 180.
+	if !slices.Contains(prov, 180) {
 		t.Errorf("provisionals %v, want 180 relayed", prov)
 	}
 	if got := res.GetHeader("Session-Expires"); got == nil || got.Value() != "600;refresher=uas" {

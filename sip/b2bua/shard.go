@@ -1190,6 +1190,16 @@ func (s *shard) sendAck(l *legState, seq uint32) {
 		return
 	}
 	s.b.traceMsg("send", ack)
+	if dest, err := netip.ParseAddrPort(ack.Destination()); err == nil && l.network != "TCP" && len(s.b.udp) > 0 {
+		// Over UDP straight from the listening socket, as newRequest
+		// chose it (Laddr): an ACK of a 2xx is no transaction (§17).
+		buf := rtxBufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		ack.StringWrite(buf)
+		s.writeUDP(s.b.udpIndexOf(ack.Laddr), dest, buf.Bytes())
+		rtxBufPool.Put(buf)
+		return
+	}
 	if err := s.b.tp.WriteMsg(ack); err != nil {
 		s.b.log.Debug("send ack", "error", err)
 	}
