@@ -115,8 +115,7 @@ func (s *shard) startUDP(id dialog.ID, leg session.LegID, o op, req *sip.Request
 		return false // a host name: sipgo resolves it
 	}
 	sock := b.udpIndexOf(req.Laddr)
-	w, ok := b.udp[sock].(addrPortWriter)
-	if !ok {
+	if _, ok := b.udp[sock].(addrPortWriter); !ok {
 		return false
 	}
 	buf := rtxBufPool.Get().(*bytes.Buffer)
@@ -135,21 +134,29 @@ func (s *shard) startUDP(id dialog.ID, leg session.LegID, o op, req *sip.Request
 	if _, dup := s.cts[key]; dup {
 		return false
 	}
+	// Counted and kept before the request leaves: its answer may be back
+	// before the write returns.
+	now := b.mono()
+	ct.ivl = sip.T1
+	ct.next = now + int64(ct.ivl)
+	ct.until = now + int64(64*sip.T1)
+	if s.cts == nil {
+		s.cts = make(map[ctKey]*clientTx)
+	}
+	s.cts[key] = ct
+	b.clientTx.Add(1)
 	b.traceMsg("send", req)
-	if _, err := w.WriteToUDPAddrPort(ct.data, dest); err != nil {
+	if err := b.writeUDP(sock, dest, ct.data); err != nil {
 		// A transport error ends the transaction (RFC 3261 §17.1.4), as
 		// sipgo's Request did: the outcome comes back as an event.
 		b.log.Debug("send request", "method", string(req.Method), "error", err)
+		s.endUDP(key)
 		s.postLater(event{kind: evTxDone, id: id, leg: leg, op: o, seq: seq, req: req})
 		return true
 	}
 	if due != 0 {
 		b.late.add(time.Duration(b.mono() - due))
 	}
-	now := b.mono()
-	ct.ivl = sip.T1
-	ct.next = now + int64(ct.ivl)
-	ct.until = now + int64(64*sip.T1)
 	if req.Method == sip.CANCEL {
 		// §9.1: the INVITE it cancels gets 64*T1 from now for its final
 		// answer.
@@ -157,14 +164,9 @@ func (s *shard) startUDP(id dialog.ID, leg session.LegID, o op, req *sip.Request
 			inv.until = ct.until
 		}
 	}
-	if s.cts == nil {
-		s.cts = make(map[ctKey]*clientTx)
-	}
-	s.cts[key] = ct
 	if s.ctNext == 0 || ct.next < s.ctNext {
 		s.ctNext = ct.next
 	}
-	b.clientTx.Add(1)
 	return true
 }
 
@@ -186,11 +188,7 @@ func (s *shard) retransmitUDP(now int64) {
 		}
 		if ct.next != 0 && now >= ct.next {
 			s.b.traceMsg("send", ct.req)
-			if w, ok := s.b.udp[ct.sock].(addrPortWriter); ok {
-				if _, err := w.WriteToUDPAddrPort(ct.data, ct.dest); err != nil {
-					s.b.log.Debug("retransmit request", "method", string(ct.req.Method), "error", err)
-				}
-			}
+			s.writeUDP(ct.sock, ct.dest, ct.data)
 			switch {
 			case ct.invite:
 				ct.ivl *= 2 // Timer A, no cap
@@ -272,11 +270,7 @@ func (s *shard) ackNon2xx(ct *clientTx, res *sip.Response) {
 	}
 	ack.StringWrite(buf)
 	s.b.traceMsg("send", ack)
-	if w, ok := s.b.udp[ct.sock].(addrPortWriter); ok {
-		if _, err := w.WriteToUDPAddrPort(buf.Bytes(), ct.dest); err != nil {
-			s.b.log.Debug("send ack", "error", err)
-		}
-	}
+	s.writeUDP(ct.sock, ct.dest, buf.Bytes())
 	branch, _ := ct.req.Via().Params.Get("branch")
 	s.b.rtx.keepAckData(branch, buf.Bytes(), ct.dest, ct.sock)
 }

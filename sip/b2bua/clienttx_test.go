@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -136,8 +137,8 @@ func TestClientInviteRetransmitAndReject(t *testing.T) {
 		}
 	}
 	peer.answer(inv, 180, "Ringing", "rawtag")
-	time.Sleep(30 * time.Millisecond)
-	e.clock.Advance(64 * sip.T1) // neither Timer A nor Timer B once Proceeding
+	waitProvisional(ctx, t, tx, 180) // relayed: the shard has it
+	e.clock.Advance(64 * sip.T1)     // neither Timer A nor Timer B once Proceeding
 	peer.none(50 * time.Millisecond)
 
 	peer.answer(inv, 486, "Busy Here", "rawtag")
@@ -185,7 +186,7 @@ func TestClientCancelRingingForever(t *testing.T) {
 	c, tx := e.caller.invite(ctx, e.addr, "bob")
 	inv, _ := peer.expect(sip.INVITE)
 	peer.answer(inv, 180, "Ringing", "rawtag")
-	time.Sleep(30 * time.Millisecond)
+	waitProvisional(ctx, t, tx, 180)
 	cancel := e.caller.build(c, sip.CANCEL, tx.Origin().CSeq().SeqNo, "")
 	cancel.RemoveHeader("Via")
 	cancel.PrependHeader(tx.Origin().Via().Clone())
@@ -204,7 +205,7 @@ func TestClientCancelRingingForever(t *testing.T) {
 		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
 	}
 	peer.answer(bc, 200, "OK", "rawtag")
-	time.Sleep(30 * time.Millisecond)
+	waitFor(ctx, t, func() bool { return e.b.Stats().ClientTx == 1 }) // the CANCEL's ended
 	e.clock.Advance(64*sip.T1 - sip.T1/2)
 	if st := e.b.Stats(); st.FreeSlots == 8 || st.ClientTx != 1 {
 		t.Errorf("before 64*T1: free slots %d, client transactions %d; want the INVITE's held", st.FreeSlots, st.ClientTx)
@@ -279,7 +280,7 @@ func TestClientByeProceeding(t *testing.T) {
 	e.clock.Advance(sip.T1)
 	peer.expect(sip.BYE) // Timer E, next at 2*T1
 	peer.answer(bye, 100, "Trying", "")
-	time.Sleep(30 * time.Millisecond)
+	settle() // nothing outside the shard shows that it took the 100
 	e.clock.Advance(2 * sip.T1)
 	peer.expect(sip.BYE) // Timer E fires in Proceeding: reset to T2
 	e.clock.Advance(sip.T2 - time.Millisecond)
@@ -317,6 +318,32 @@ func TestResponseDirect(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+// waitProvisional reads the caller's responses until code.
+func waitProvisional(ctx context.Context, t *testing.T, tx *sip.ClientTx, code int) {
+	t.Helper()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode == code {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %d", code)
+		}
+	}
+}
+
+// settle gives the read loop and a shard time to handle a datagram the
+// test cannot observe being handled: longer under -short, which only the
+// emulated arm64 run uses.
+func settle() {
+	if testing.Short() {
+		time.Sleep(300 * time.Millisecond)
+		return
+	}
+	time.Sleep(30 * time.Millisecond)
 }
 
 func waitClientTx(t *testing.T, b *B2BUA) {

@@ -222,19 +222,15 @@ func (b *B2BUA) respondUDP(req *sip.Request, sock int, code int, reason string, 
 	}
 	b.traceMsg("send", res)
 	dest, err := netip.ParseAddrPort(res.Destination())
-	if err != nil || sock < 0 || sock >= len(b.udp) {
+	if err != nil {
 		b.log.Debug("respond", "code", code, "error", fmt.Errorf("destination %q: %w", res.Destination(), err))
-		return
-	}
-	w, ok := b.udp[sock].(addrPortWriter)
-	if !ok {
 		return
 	}
 	buf := rtxBufPool.Get().(*bytes.Buffer)
 	defer rtxBufPool.Put(buf)
 	buf.Reset()
 	res.StringWrite(buf)
-	if _, err := w.WriteToUDPAddrPort(buf.Bytes(), dest); err != nil {
+	if err := b.writeUDP(sock, dest, buf.Bytes()); err != nil {
 		b.log.Debug("respond", "code", code, "error", err)
 	}
 	b.rtx.keepSent(req, buf.Bytes(), dest, sock)

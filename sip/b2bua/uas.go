@@ -2,6 +2,8 @@ package b2bua
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -101,29 +103,45 @@ func (s *shard) respondUAS(u *uasInvite, res *sip.Response) {
 		return
 	}
 	u.last = append(u.last[:0], buf.Bytes()...)
-	s.writeUDP(u.sock, u.dest, u.last)
-	now := s.b.mono()
 	if res.StatusCode >= 200 {
+		// Timed from before the write: the peer may act on the answer
+		// (and a test move its clock) before the write returns.
+		now := s.b.mono()
 		u.final = res.StatusCode
 		u.ivl = sip.T1
 		u.next = now + int64(u.ivl)
 		u.until = now + int64(64*sip.T1)
 		s.uasDue(u.next)
 	}
+	s.writeUDP(u.sock, u.dest, u.last)
 }
 
-// writeUDP sends data from listening socket sock to dest.
+// writeUDP sends data from listening socket sock to dest; a failure is
+// logged at debug level, as sipgo's transaction would have retried or
+// timed out just the same.
 func (s *shard) writeUDP(sock int, dest netip.AddrPort, data []byte) {
-	if sock < 0 || sock >= len(s.b.udp) {
-		return
-	}
-	w, ok := s.b.udp[sock].(addrPortWriter)
-	if !ok {
-		return
-	}
-	if _, err := w.WriteToUDPAddrPort(data, dest); err != nil {
+	if err := s.b.writeUDP(sock, dest, data); err != nil {
 		s.b.log.Debug("send", "error", err)
 	}
+}
+
+// errNoSocket is writeUDP's error for a socket index that is no
+// listening UDP socket of sbcd's.
+var errNoSocket = errors.New("no such udp socket")
+
+// writeUDP sends data from listening socket sock to dest.
+func (b *B2BUA) writeUDP(sock int, dest netip.AddrPort, data []byte) error {
+	if sock < 0 || sock >= len(b.udp) {
+		return fmt.Errorf("write to %s: %w", dest, errNoSocket)
+	}
+	w, ok := b.udp[sock].(addrPortWriter)
+	if !ok {
+		return fmt.Errorf("write to %s: %w", dest, errNoSocket)
+	}
+	if _, err := w.WriteToUDPAddrPort(data, dest); err != nil {
+		return fmt.Errorf("write to %s: %w", dest, err)
+	}
+	return nil
 }
 
 // retransmitUAS runs Timer G and Timer H of the shard's INVITE
