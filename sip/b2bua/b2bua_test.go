@@ -371,20 +371,7 @@ func TestCancel(t *testing.T) {
 	if st := e.b.Stats(); st.Early != 1 || st.Up != 0 || st.FreeSlots != 7 {
 		t.Errorf("stats while ringing %+v", st)
 	}
-	cancel := e.caller.build(a, sip.CANCEL, 1, "")
-	cancel.RemoveHeader("Via")
-	cancel.PrependHeader(tx.Origin().Via().Clone())
-	txc, err := e.caller.tl.Request(ctx, cancel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, _ := final(ctx, t, txc); r.StatusCode != 200 {
-		t.Errorf("CANCEL answered %d", r.StatusCode)
-	}
-	res, _ := final(ctx, t, tx)
-	if res.StatusCode != 487 {
-		t.Errorf("INVITE answered %d, want 487", res.StatusCode)
-	}
+	e.caller.cancel(ctx, a, tx)
 	c := e.callee.expect(ctx, sip.CANCEL)
 	if c.CallID().Value() != inv.CallID().Value() {
 		t.Errorf("CANCEL on the wrong call")
@@ -725,19 +712,7 @@ func TestCancelWaitsForProvisional(t *testing.T) {
 	a, tx := e.caller.invite(ctx, e.addr, "bob")
 	e.callee.expect(ctx, sip.INVITE)
 	got := time.Now()
-	cancel := e.caller.build(a, sip.CANCEL, 1, "")
-	cancel.RemoveHeader("Via")
-	cancel.PrependHeader(tx.Origin().Via().Clone())
-	txc, err := e.caller.tl.Request(ctx, cancel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, _ := final(ctx, t, txc); r.StatusCode != 200 {
-		t.Errorf("CANCEL answered %d", r.StatusCode)
-	}
-	if res, _ := final(ctx, t, tx); res.StatusCode != 487 {
-		t.Errorf("INVITE answered %d, want 487", res.StatusCode)
-	}
+	e.caller.cancel(ctx, a, tx)
 	e.callee.expect(ctx, sip.CANCEL)
 	// Without the wait it comes within milliseconds; 150 ms leaves room
 	// for a loaded machine.
@@ -786,11 +761,7 @@ func TestInDialogInfoRelayed(t *testing.T) {
 func TestAckDirect(t *testing.T) {
 	e := newEnv(t, behavior{}, nil)
 	ctx := testCtx(t)
-	a, tx := e.caller.invite(ctx, e.addr, "bob")
-	res, _ := final(ctx, t, tx)
-	if res.StatusCode != 200 {
-		t.Fatalf("answer %d", res.StatusCode)
-	}
+	a, tx, res := e.answeredCall(ctx)
 	a.remoteTag, _ = res.To().Params.Get("tag")
 	a.target = res.Contact().Address
 	waitFor(ctx, t, func() bool { return e.b.Stats().Unacked == 1 })

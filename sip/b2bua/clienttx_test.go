@@ -127,15 +127,11 @@ func TestClientInviteRetransmitAndReject(t *testing.T) {
 		t.Errorf("client transactions %d, want 1", st.ClientTx)
 	}
 	peer.none(50 * time.Millisecond) // the clock stands still
-	for _, d := range []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1} {
-		e.clock.Advance(d - time.Millisecond)
-		peer.none(20 * time.Millisecond)
-		e.clock.Advance(time.Millisecond)
-		_, again := peer.expect(sip.INVITE)
-		if again != raw {
+	retransmissions(e.clock, []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1}, func() { peer.none(20 * time.Millisecond) }, func() {
+		if _, again := peer.expect(sip.INVITE); again != raw {
 			t.Fatalf("retransmission differs:\n%s\nfirst:\n%s", again, raw)
 		}
-	}
+	})
 	peer.answer(inv, 180, "Ringing", "rawtag")
 	waitProvisional(ctx, t, tx, 180) // relayed: the shard has it
 	e.clock.Advance(64 * sip.T1)     // neither Timer A nor Timer B once Proceeding
@@ -187,19 +183,7 @@ func TestClientCancelRingingForever(t *testing.T) {
 	inv, _ := peer.expect(sip.INVITE)
 	peer.answer(inv, 180, "Ringing", "rawtag")
 	waitProvisional(ctx, t, tx, 180)
-	cancel := e.caller.build(c, sip.CANCEL, tx.Origin().CSeq().SeqNo, "")
-	cancel.RemoveHeader("Via")
-	cancel.PrependHeader(tx.Origin().Via().Clone())
-	txc, err := e.caller.tl.Request(ctx, cancel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, _ := final(ctx, t, txc); r.StatusCode != 200 {
-		t.Errorf("CANCEL answered %d", r.StatusCode)
-	}
-	if res, _ := final(ctx, t, tx); res.StatusCode != 487 {
-		t.Errorf("caller got %d, want 487", res.StatusCode)
-	}
+	e.caller.cancel(ctx, c, tx)
 	bc, _ := peer.expect(sip.CANCEL)
 	if branchOf(bc) != branchOf(inv) {
 		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
@@ -247,16 +231,12 @@ func answeredRaw(t *testing.T, e *env, peer *rawPeer) (*sip.Request, string) {
 func TestClientByeTimerF(t *testing.T) {
 	e, peer := newRawEnv(t)
 	_, raw := answeredRaw(t, e, peer)
-	elapsed := time.Duration(0)
-	for _, d := range []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1, sip.T2, sip.T2} {
-		e.clock.Advance(d - time.Millisecond)
-		peer.none(20 * time.Millisecond)
-		e.clock.Advance(time.Millisecond)
+	steps := []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1, sip.T2, sip.T2}
+	elapsed := retransmissions(e.clock, steps, func() { peer.none(20 * time.Millisecond) }, func() {
 		if _, again := peer.expect(sip.BYE); again != raw {
 			t.Fatalf("retransmission differs")
 		}
-		elapsed += d
-	}
+	})
 	if st := e.b.Stats(); st.ClientTx != 1 || st.FreeSlots == 8 {
 		t.Errorf("before Timer F: %+v", st)
 	}
@@ -281,12 +261,9 @@ func TestClientByeProceeding(t *testing.T) {
 	peer.expect(sip.BYE) // Timer E, next at 2*T1
 	peer.answer(bye, 100, "Trying", "")
 	settle() // nothing outside the shard shows that it took the 100
-	e.clock.Advance(2 * sip.T1)
-	peer.expect(sip.BYE) // Timer E fires in Proceeding: reset to T2
-	e.clock.Advance(sip.T2 - time.Millisecond)
-	peer.none(20 * time.Millisecond)
-	e.clock.Advance(time.Millisecond)
-	peer.expect(sip.BYE)
+	// Timer E fires in Proceeding at 2*T1, and is reset to T2.
+	retransmissions(e.clock, []time.Duration{2 * sip.T1, sip.T2}, func() { peer.none(20 * time.Millisecond) },
+		func() { peer.expect(sip.BYE) })
 	peer.answer(bye, 200, "OK", "")
 	waitClientTx(t, e.b)
 	e.clock.Advance(64 * sip.T1)
@@ -318,6 +295,33 @@ func TestResponseDirect(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+// retransmissions advances the virtual clock through each step in turn:
+// 1 ms short of it quiet must hold (nothing sent), at it got must (a
+// retransmission). It returns the time it advanced.
+func retransmissions(clock *fakeClock, steps []time.Duration, quiet, got func()) time.Duration {
+	total := time.Duration(0)
+	for _, d := range steps {
+		clock.Advance(d - time.Millisecond)
+		quiet()
+		clock.Advance(time.Millisecond)
+		got()
+		total += d
+	}
+	return total
+}
+
+// answeredCall places a call from the caller phone through sbcd and
+// checks it is answered 200; the caller has not ACKed it.
+func (e *env) answeredCall(ctx context.Context) (*ucall, *sip.ClientTx, *sip.Response) {
+	e.t.Helper()
+	a, tx := e.caller.invite(ctx, e.addr, "bob")
+	res, _ := final(ctx, e.t, tx)
+	if res.StatusCode != 200 {
+		e.t.Fatalf("answer %d", res.StatusCode)
+	}
+	return a, tx, res
 }
 
 // waitProvisional reads the caller's responses until code.
@@ -364,11 +368,7 @@ func waitClientTx(t *testing.T, b *B2BUA) {
 func TestByeDirect(t *testing.T) {
 	e := newEnv(t, behavior{}, nil)
 	ctx := testCtx(t)
-	a, tx := e.caller.invite(ctx, e.addr, "bob")
-	res, _ := final(ctx, t, tx)
-	if res.StatusCode != 200 {
-		t.Fatalf("answer %d", res.StatusCode)
-	}
+	a, tx, res := e.answeredCall(ctx)
 	e.caller.answered(a, res)
 	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
 	src := newRawPeer(t) // where the answers go: the BYE's source

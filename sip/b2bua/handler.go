@@ -177,19 +177,11 @@ func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
 // not parse, what has no To tag of a shard, and what a check refuses:
 // onRequest answers those as before.
 func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
-	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") || p.RemoteAddr == nil || b.rtx == nil {
+	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") {
 		return false
 	}
-	sock, ok := b.udpIndexOfAddr(p.LocalAddr)
-	if !ok {
-		return false
-	}
-	m, err := b.parser.ParseSIP(data)
-	if err != nil {
-		return false
-	}
-	req, ok := m.(*sip.Request)
-	if !ok || req.Method != sip.BYE || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+	req, sock, ok := b.parseDirect(p, data)
+	if !ok || req.Method != sip.BYE {
 		return false
 	}
 	toTag, _ := req.To().Params.Get("tag")
@@ -197,8 +189,6 @@ func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
 	if !ok {
 		return false
 	}
-	req.SetTransport("UDP")
-	req.SetSource(p.RemoteAddr.String())
 	if checkMessage(req).code != 0 || checkCSeq(req).code != 0 || checkHeaders(req).code != 0 {
 		return false
 	}
@@ -208,6 +198,32 @@ func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
 	}
 	s.postLater(event{kind: evRequest, req: req, direct: true, sock: sock})
 	return true
+}
+
+// parseDirect parses a request the read filter takes from sipgo (byeDirect,
+// inviteDirect) and finds the listening socket it came in on. It reports
+// false for what does not parse as a request with Via, From, To, Call-ID
+// and CSeq, and when sbcd could not answer without sipgo: no
+// retransmission cache, or a socket of sipgo's own.
+func (b *B2BUA) parseDirect(p sip.TransportReadProps, data []byte) (*sip.Request, int, bool) {
+	if p.RemoteAddr == nil || b.rtx == nil {
+		return nil, 0, false
+	}
+	sock, ok := b.udpIndexOfAddr(p.LocalAddr)
+	if !ok {
+		return nil, 0, false
+	}
+	m, err := b.parser.ParseSIP(data)
+	if err != nil {
+		return nil, 0, false
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return nil, 0, false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(p.RemoteAddr.String())
+	return req, sock, true
 }
 
 // respondUDP answers req, which came in on socket sock without a sipgo

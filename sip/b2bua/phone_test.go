@@ -367,6 +367,26 @@ func (p *phone) ack(c *ucall, seq uint32) {
 	}
 }
 
+// cancel cancels the INVITE of inv (RFC 3261 §9.1: its Via, Call-ID,
+// From, To and CSeq number), checks that the CANCEL gets 200 and the
+// INVITE 487.
+func (p *phone) cancel(ctx context.Context, c *ucall, inv *sip.ClientTx) {
+	p.t.Helper()
+	req := p.build(c, sip.CANCEL, inv.Origin().CSeq().SeqNo, "")
+	req.RemoveHeader("Via")
+	req.PrependHeader(inv.Origin().Via().Clone())
+	tx, err := p.tl.Request(ctx, req)
+	if err != nil {
+		p.t.Fatalf("%s: cancel: %v", p.name, err)
+	}
+	if r, _ := final(ctx, p.t, tx); r.StatusCode != 200 {
+		p.t.Errorf("%s: CANCEL answered %d", p.name, r.StatusCode)
+	}
+	if res, _ := final(ctx, p.t, inv); res.StatusCode != 487 {
+		p.t.Errorf("%s: INVITE answered %d, want 487", p.name, res.StatusCode)
+	}
+}
+
 // request sends an in-dialog request and waits for its final response.
 func (p *phone) request(ctx context.Context, c *ucall, method sip.RequestMethod, body string, hdrs ...sip.Header) *sip.Response {
 	p.t.Helper()

@@ -221,23 +221,15 @@ func (s *shard) onUAS(e event) {
 // before), re-INVITEs (they have a To tag) and INVITEs without an RFC 3261
 // branch.
 func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
-	if len(data) < 7 || p.RemoteAddr == nil || b.rtx == nil {
+	if len(data) < 7 {
 		return false
 	}
 	cancel := asciiEqualFold(data[:7], "cancel ")
 	if !cancel && !asciiEqualFold(data[:7], "invite ") {
 		return false
 	}
-	sock, ok := b.udpIndexOfAddr(p.LocalAddr)
-	if !ok {
-		return false
-	}
-	m, err := b.parser.ParseSIP(data)
-	if err != nil {
-		return false
-	}
-	req, ok := m.(*sip.Request)
-	if !ok || req.To() == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil {
+	req, sock, ok := b.parseDirect(p, data)
+	if !ok || req.Method != sip.INVITE && req.Method != sip.CANCEL {
 		return false
 	}
 	if req.To().Params.Has("tag") {
@@ -247,8 +239,6 @@ func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
 	if !rfc3261Branch(branch) {
 		return false
 	}
-	req.SetTransport("UDP")
-	req.SetSource(p.RemoteAddr.String())
 	key, err := sip.ServerTxKeyMake(req)
 	if err != nil {
 		return false

@@ -50,6 +50,16 @@ func (rc *rawCall) request(method, branch string, seq int, toTag string) string 
 		method, rc.e.addr, rc.caller.addr(), branch, rc.caller.addr().Addr(), to, seq, method, hdrs, len(body), body)
 }
 
+// start sends the caller's INVITE and returns it as the callee got it,
+// once the caller had its 100.
+func (rc *rawCall) start(t *testing.T) *sip.Request {
+	t.Helper()
+	rc.send(t, rc.invite)
+	rc.expect(t, 100)
+	inv, _ := rc.callee.expect(sip.INVITE)
+	return inv
+}
+
 func (rc *rawCall) send(t *testing.T, msg string) {
 	t.Helper()
 	if _, err := rc.caller.c.WriteToUDPAddrPort([]byte(msg), rc.e.addr); err != nil {
@@ -133,9 +143,7 @@ func waitServerTx(t *testing.T, b *B2BUA, want int) {
 // which ends it (RFC 3261 §17.2.1).
 func TestUASRejectedRetransmitUntilAck(t *testing.T) {
 	rc := newRawCall(t)
-	rc.send(t, rc.invite)
-	rc.expect(t, 100)
-	inv, _ := rc.callee.expect(sip.INVITE)
+	inv := rc.start(t)
 	// The counters follow the B-leg INVITE out (touch).
 	waitFor(testCtx(t), t, func() bool { st := rc.e.b.Stats(); return st.ServerTx == 1 && st.Early == 1 })
 	rc.send(t, rc.invite) // a retransmission: the last response again
@@ -147,12 +155,8 @@ func TestUASRejectedRetransmitUntilAck(t *testing.T) {
 	rc.callee.answer(inv, 486, "Busy Here", "rawtag")
 	res := rc.expect(t, 486)
 	rc.callee.expect(sip.ACK)
-	for _, d := range []time.Duration{sip.T1, 2 * sip.T1} {
-		rc.e.clock.Advance(d - time.Millisecond)
-		rc.noResponse(t, 20*time.Millisecond)
-		rc.e.clock.Advance(time.Millisecond)
-		rc.expect(t, 486)
-	}
+	retransmissions(rc.e.clock, []time.Duration{sip.T1, 2 * sip.T1}, func() { rc.noResponse(t, 20*time.Millisecond) },
+		func() { rc.expect(t, 486) })
 	rc.send(t, rc.invite) // in Completed: the 486 again
 	rc.expect(t, 486)
 	rc.ackNon2xx(t, res)
@@ -165,19 +169,12 @@ func TestUASRejectedRetransmitUntilAck(t *testing.T) {
 // apart and given up after 64*T1.
 func TestUASTimerH(t *testing.T) {
 	rc := newRawCall(t)
-	rc.send(t, rc.invite)
-	rc.expect(t, 100)
-	inv, _ := rc.callee.expect(sip.INVITE)
+	inv := rc.start(t)
 	rc.callee.answer(inv, 603, "Decline", "rawtag")
 	rc.expect(t, 603)
-	elapsed := time.Duration(0)
-	for _, d := range []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1, sip.T2, sip.T2} {
-		rc.e.clock.Advance(d - time.Millisecond)
-		rc.noResponse(t, 20*time.Millisecond)
-		rc.e.clock.Advance(time.Millisecond)
-		rc.expect(t, 603)
-		elapsed += d
-	}
+	steps := []time.Duration{sip.T1, 2 * sip.T1, 4 * sip.T1, sip.T2, sip.T2}
+	elapsed := retransmissions(rc.e.clock, steps, func() { rc.noResponse(t, 20*time.Millisecond) },
+		func() { rc.expect(t, 603) })
 	rc.e.clock.Advance(64*sip.T1 - elapsed)
 	waitServerTx(t, rc.e.b, 0)
 	for rc.response(t, 20*time.Millisecond) != nil { // a last one may cross
@@ -191,9 +188,7 @@ func TestUASTimerH(t *testing.T) {
 // to sipgo, which answers 481 (RFC 3261 §9.2).
 func TestUASCancel(t *testing.T) {
 	rc := newRawCall(t)
-	rc.send(t, rc.invite)
-	rc.expect(t, 100)
-	inv, _ := rc.callee.expect(sip.INVITE)
+	inv := rc.start(t)
 	rc.callee.answer(inv, 180, "Ringing", "rawtag")
 	rc.expect(t, 180)
 	rc.send(t, rc.request("CANCEL", "z9hG4bK-raw-2", 1, "")) // another branch: no match
@@ -236,9 +231,7 @@ func TestUASCancel(t *testing.T) {
 // RFC 6026 §7.1), and the 2xx is retransmitted until the ACK.
 func TestUASAnswered(t *testing.T) {
 	rc := newRawCall(t)
-	rc.send(t, rc.invite)
-	rc.expect(t, 100)
-	inv, _ := rc.callee.expect(sip.INVITE)
+	inv := rc.start(t)
 	rc.callee.answer(inv, 200, "OK", "rawtag")
 	ok := rc.expect(t, 200)
 	rc.callee.expect(sip.ACK)
