@@ -252,8 +252,9 @@ type Stats struct {
 	FreeSlots int                       // free slots over all shards
 	// ServerTx and ClientTx count the transactions sipgo holds for sbcd,
 	// including finished ones kept to absorb retransmissions (Timers J,
-	// H, I, K; sipgo itself exposes no count); ClientTx also counts the
-	// shards' own client transactions over UDP (clienttx.go).
+	// H, I, K; sipgo itself exposes no count), and the shards' own over
+	// UDP: their client transactions (clienttx.go) and callers' INVITE
+	// transactions (uas.go).
 	ServerTx, ClientTx int
 	// RtxKept is the number of final responses in the retransmission
 	// cache (Options.RtxCache); RtxResent counts the retransmitted
