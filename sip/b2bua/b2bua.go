@@ -289,9 +289,8 @@ type B2BUA struct {
 	params atomic.Pointer[session.Params]
 	trace  atomic.Bool
 
-	parser   *sip.Parser // ackDirect's
-	invites  txKeys      // INVITE server transactions over UDP (ackDirect)
-	uasKeys  txKeys      // the shards' own INVITE server transactions (uas.go)
+	parser   *sip.Parser // the read filter's (parseDirect, responseDirect)
+	invites  txKeys      // INVITE server transactions over UDP, sipgo's and the shards'
 	late     lateHist    // Stats.RefreshLate
 	closing  atomic.Bool // no new calls
 	stopped  atomic.Bool // no more messages: Serve is returning
@@ -593,20 +592,8 @@ func (b *B2BUA) udpIndex(conn sip.Connection) int {
 	if conn == nil {
 		return 0
 	}
-	la := conn.LocalAddr()
-	for i, c := range b.udp {
-		if c.LocalAddr() == la {
-			return i
-		}
-	}
-	if ua, ok := la.(*net.UDPAddr); ok {
-		for i, c := range b.udp {
-			if c.LocalAddr().(*net.UDPAddr).AddrPort() == ua.AddrPort() {
-				return i
-			}
-		}
-	}
-	return 0
+	i, _ := b.udpIndexOfAddr(conn.LocalAddr())
+	return i
 }
 
 // waitListening waits until sipgo serves the UDP socket at addr: requests

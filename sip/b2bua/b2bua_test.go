@@ -765,7 +765,8 @@ func TestAckDirect(t *testing.T) {
 	a.remoteTag, _ = res.To().Params.Get("tag")
 	a.target = res.Contact().Address
 	waitFor(ctx, t, func() bool { return e.b.Stats().Unacked == 1 })
-	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: net.UDPAddrFromAddrPort(e.caller.addr)}
+	props := sip.TransportReadProps{Transport: "UDP", LocalAddr: e.b.udp[0].LocalAddr(),
+		RemoteAddr: net.UDPAddrFromAddrPort(e.caller.addr)}
 	ack := e.caller.build(a, sip.ACK, a.inviteSeq, "")
 	key, err := sip.ServerTxKeyMake(ack)
 	if err != nil {
@@ -784,13 +785,20 @@ func TestAckDirect(t *testing.T) {
 			t.Errorf("%s: taken", tc.name)
 		}
 	}
-	e.b.invites.add(key)
+	e.b.invites.add(key, ownerSipgo)
 	if e.b.ackDirect(props, []byte(ack.String())) {
-		t.Error("ACK of a live INVITE server transaction: taken, want it left to sipgo")
+		t.Error("ACK of a live INVITE server transaction of sipgo's: taken, want it left to sipgo")
+	}
+	// A shard's INVITE transaction takes it (uas.go); this shard has
+	// none of that key, so it ends nowhere, and not in the call.
+	e.b.invites.add(key, ownerShard)
+	if !e.b.ackDirect(props, []byte(ack.String())) {
+		t.Error("ACK of a live INVITE server transaction of a shard's: not taken")
 	}
 	e.b.invites.remove(key)
+	time.Sleep(20 * time.Millisecond)
 	if e.b.Stats().Unacked != 1 {
-		t.Fatal("an ACK left to sipgo reached the call")
+		t.Fatal("an ACK of a transaction reached the call")
 	}
 	if !e.b.ackDirect(props, []byte(ack.String())) {
 		t.Fatal("ACK of the 2xx: not taken")

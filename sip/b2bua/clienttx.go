@@ -261,18 +261,12 @@ func (s *shard) onResponseUDP(res *sip.Response) {
 // 3261 §17.1.1.3) and keeps it for Timer D in the retransmission cache,
 // which sends it again for each retransmission of the answer.
 func (s *shard) ackNon2xx(ct *clientTx, res *sip.Response) {
-	buf := rtxBufPool.Get().(*bytes.Buffer)
-	defer rtxBufPool.Put(buf)
-	buf.Reset()
 	ack := non2xxAck(ct.req, res)
 	if ack == nil {
 		return
 	}
-	ack.StringWrite(buf)
-	s.b.traceMsg("send", ack)
-	s.writeUDP(ct.sock, ct.dest, buf.Bytes())
 	branch, _ := ct.req.Via().Params.Get("branch")
-	s.b.rtx.keepAckData(branch, buf.Bytes(), ct.dest, ct.sock)
+	s.sendUDP(ct.sock, ct.dest, ack, func(data []byte) { s.b.rtx.keepAckData(branch, data, ct.dest, ct.sock) })
 }
 
 // onStrayUDP is onStrayResponse for responses of sbcd's branches that

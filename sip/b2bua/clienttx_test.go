@@ -350,6 +350,44 @@ func settle() {
 	time.Sleep(30 * time.Millisecond)
 }
 
+// TestByeTwiceBeforeCached: a BYE retransmission the shard gets before
+// the answer to the first is in the retransmission cache (the read filter
+// handed both over at once) is answered 200 again, not 500 for an
+// out-of-order CSeq (RFC 3261 §17.2.2, §12.2.2).
+func TestByeTwiceBeforeCached(t *testing.T) {
+	e := newEnv(t, behavior{}, nil)
+	ctx := testCtx(t)
+	a, tx, res := e.answeredCall(ctx)
+	e.caller.answered(a, res)
+	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
+	src := newRawPeer(t)
+	bye := mustRequest(t, e.caller.build(a, sip.BYE, e.caller.seq.Add(1), "").String())
+	bye.SetTransport("UDP")
+	bye.SetSource(src.addr().String())
+	tag, _ := res.To().Params.Get("tag")
+	s, ok := e.b.tagShard(tag)
+	if !ok {
+		t.Fatal("no shard for the call's tag")
+	}
+	for range 2 {
+		s.post(ctx, event{kind: evRequest, req: bye, direct: true, sock: 0})
+	}
+	buf := make([]byte, 4096)
+	for i := range 2 {
+		_ = src.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := src.c.Read(buf)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK\r\n") {
+			t.Errorf("answer %d: %q", i, buf[:n])
+		}
+	}
+	e.callee.expect(ctx, sip.BYE)
+	e.cdr.next(ctx, t)
+	tx.Terminate()
+}
+
 func waitClientTx(t *testing.T, b *B2BUA) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)

@@ -1,7 +1,6 @@
 package b2bua
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -134,35 +133,29 @@ func (b *B2BUA) routeAck(req *sip.Request, toTag string, direct bool) {
 // from a UA that reuses the INVITE's branch while the transaction lives
 // (watchAck).
 func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
-	if len(data) < 4 || !asciiEqualFold(data[:4], "ack ") || p.RemoteAddr == nil {
+	if len(data) < 4 || !asciiEqualFold(data[:4], "ack ") {
 		return false
 	}
-	m, err := b.parser.ParseSIP(data)
-	if err != nil {
-		return false // sipgo drops it, as any datagram it cannot parse
-	}
-	req, ok := m.(*sip.Request)
+	req, _, ok := b.parseDirect(p, data)
 	if !ok || !req.IsAck() {
-		return false
+		return false // sipgo drops what it cannot parse
 	}
 	key, err := sip.ServerTxKeyMake(req)
-	if err != nil || b.invites.has(key) {
+	if err != nil {
 		return false
 	}
-	req.SetTransport("UDP")
-	req.SetSource(p.RemoteAddr.String())
-	b.traceMsg("recv", req)
-	if req.CallID() != nil && b.uasKeys.has(key) {
+	switch b.invites.owner(key) {
+	case ownerSipgo:
+		return false
+	case ownerShard:
 		// The ACK of a non-2xx answer of a shard's own INVITE
-		// transaction (uas.go), or of a 2xx from a UA that reuses the
-		// INVITE's branch before the transaction ended: the shard tells.
+		// transaction (uas.go).
+		b.traceMsg("recv", req)
 		b.shards[b.shardOf(req.CallID().Value())].postLater(event{kind: evUAS, req: req, key: key})
 		return true
 	}
-	toTag := ""
-	if to := req.To(); to != nil {
-		toTag, _ = to.Params.Get("tag")
-	}
+	b.traceMsg("recv", req)
+	toTag, _ := req.To().Params.Get("tag")
 	b.routeAck(req, toTag, true)
 	return true
 }
@@ -177,7 +170,7 @@ func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
 // not parse, what has no To tag of a shard, and what a check refuses:
 // onRequest answers those as before.
 func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
-	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") {
+	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") || b.rtx == nil {
 		return false
 	}
 	req, sock, ok := b.parseDirect(p, data)
@@ -200,13 +193,13 @@ func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
 	return true
 }
 
-// parseDirect parses a request the read filter takes from sipgo (byeDirect,
-// inviteDirect) and finds the listening socket it came in on. It reports
-// false for what does not parse as a request with Via, From, To, Call-ID
-// and CSeq, and when sbcd could not answer without sipgo: no
-// retransmission cache, or a socket of sipgo's own.
+// parseDirect parses a request the read filter takes from sipgo
+// (ackDirect, byeDirect, inviteDirect) and finds the listening socket it
+// came in on. It reports false for what does not parse as a request with
+// Via, From, To, Call-ID and CSeq, and for a socket that is none of sbcd's
+// listening ones.
 func (b *B2BUA) parseDirect(p sip.TransportReadProps, data []byte) (*sip.Request, int, bool) {
-	if p.RemoteAddr == nil || b.rtx == nil {
+	if p.RemoteAddr == nil {
 		return nil, 0, false
 	}
 	sock, ok := b.udpIndexOfAddr(p.LocalAddr)
@@ -231,40 +224,44 @@ func (b *B2BUA) parseDirect(p sip.TransportReadProps, data []byte) (*sip.Request
 // §18.2.2, as sipgo answers; RFC 3581 received and rport when asked), and
 // keeps the response in the retransmission cache for Timer J (§17.2.2).
 func (b *B2BUA) respondUDP(req *sip.Request, sock int, code int, reason string, hdrs []sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	res.SipVersion = sipVersion
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	b.traceMsg("send", res)
+	res := newResponse(req, code, reason, hdrs)
 	dest, err := netip.ParseAddrPort(res.Destination())
 	if err != nil {
 		b.log.Debug("respond", "code", code, "error", fmt.Errorf("destination %q: %w", res.Destination(), err))
 		return
 	}
-	buf := rtxBufPool.Get().(*bytes.Buffer)
-	defer rtxBufPool.Put(buf)
-	buf.Reset()
-	res.StringWrite(buf)
-	if err := b.writeUDP(sock, dest, buf.Bytes()); err != nil {
+	// Cached before it leaves: a retransmission may follow at once.
+	keep := func(data []byte) { b.rtx.keepSent(req, data, dest, sock) }
+	if err := b.sendUDP(sock, dest, res, keep); err != nil {
 		b.log.Debug("respond", "code", code, "error", err)
 	}
-	b.rtx.keepSent(req, buf.Bytes(), dest, sock)
 }
 
-// txKeys is the set of keys of the INVITE server transactions sipgo holds
-// for sbcd over UDP (ackDirect).
+// txOwner is who runs an INVITE server transaction over UDP.
+type txOwner uint8
+
+const (
+	ownerNone  txOwner = iota
+	ownerSipgo         // sipgo's transaction layer (onRequest)
+	ownerShard         // a shard (uas.go)
+)
+
+// txKeys maps the keys of the live INVITE server transactions over UDP to
+// their owner, so that the read filter sends a retransmitted INVITE, a
+// CANCEL or an ACK to whoever runs the transaction (ackDirect,
+// inviteDirect). A key has one owner at a time: the read filter gives a
+// key to a shard only when it has none.
 type txKeys struct {
 	mu sync.Mutex
-	m  map[string]struct{}
+	m  map[string]txOwner
 }
 
-func (k *txKeys) add(key string) {
+func (k *txKeys) add(key string, o txOwner) {
 	k.mu.Lock()
 	if k.m == nil {
-		k.m = make(map[string]struct{})
+		k.m = make(map[string]txOwner)
 	}
-	k.m[key] = struct{}{}
+	k.m[key] = o
 	k.mu.Unlock()
 }
 
@@ -274,11 +271,11 @@ func (k *txKeys) remove(key string) {
 	k.mu.Unlock()
 }
 
-func (k *txKeys) has(key string) bool {
+func (k *txKeys) owner(key string) txOwner {
 	k.mu.Lock()
-	_, ok := k.m[key]
+	o := k.m[key]
 	k.mu.Unlock()
-	return ok
+	return o
 }
 
 // refused answers req with r and ends tx when r is a refusal.
@@ -322,7 +319,7 @@ func (b *B2BUA) trackServerTx(tx *sip.ServerTx, req *sip.Request) {
 	key := ""
 	if req.IsInvite() && sip.NetworkToUpper(req.Transport()) == "UDP" {
 		key = tx.Key()
-		b.invites.add(key)
+		b.invites.add(key, ownerSipgo)
 	}
 	end := func(string, error) {
 		b.serverTx.Add(-1)
@@ -371,14 +368,19 @@ func (b *B2BUA) onStrayResponse(res *sip.Response) {
 
 // respond answers req on tx with code and reason, logging failures.
 func (b *B2BUA) respond(tx *sip.ServerTx, req *sip.Request, code int, reason string, hdrs []sip.Header) {
+	b.send(tx, newResponse(req, code, reason, hdrs))
+}
+
+// newResponse is sbcd's answer to req, with hdrs added. sipgo copies the
+// request's version; sbcd answers in its own (RFC 3261 §7.2), also the
+// 505 to another version.
+func newResponse(req *sip.Request, code int, reason string, hdrs []sip.Header) *sip.Response {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	// sipgo copies the request's version; sbcd answers in its own (RFC
-	// 3261 §7.2), also the 505 to another version.
 	res.SipVersion = sipVersion
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
-	b.send(tx, res)
+	return res
 }
 
 // send answers on tx. The final response of a non-INVITE transaction over

@@ -1,7 +1,6 @@
 package b2bua
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -400,12 +399,7 @@ func (s *shard) resendOK(st *callState) {
 		return
 	}
 	if u := st.okUAS; u != nil {
-		s.b.traceMsg("send", st.ok)
-		buf := rtxBufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		st.ok.StringWrite(buf)
-		s.writeUDP(u.sock, u.dest, buf.Bytes())
-		rtxBufPool.Put(buf)
+		s.sendUDP(u.sock, u.dest, st.ok, nil)
 	}
 }
 
@@ -531,21 +525,8 @@ func (s *shard) onInvite(e event) {
 	if e.direct {
 		u = s.newUAS(e)
 	}
-	refuse := func(code int, reason string, hdrs ...sip.Header) {
-		if u == nil {
-			s.b.respond(tx, req, code, reason, hdrs)
-			s.b.endAfter(tx, code)
-			return
-		}
-		res := sip.NewResponseFromRequest(req, code, reason, nil)
-		res.SipVersion = sipVersion
-		for _, h := range hdrs {
-			res.AppendHeader(h)
-		}
-		s.respondUAS(u, res)
-	}
 	if s.b.closing.Load() {
-		refuse(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		s.answerInvite(tx, u, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
 	id, slot, err := s.tab.Alloc()
@@ -556,7 +537,7 @@ func (s *shard) onInvite(e event) {
 		// count the attempts the box turned away; with no slot to free
 		// there is nothing to wait for.
 		s.ended[session.ReasonTableFull].Add(1)
-		refuse(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+		s.answerInvite(tx, u, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		s.refusalCDR(e, 503, session.ReasonTableFull)
 		return
 	}
@@ -567,7 +548,7 @@ func (s *shard) onInvite(e event) {
 		_ = s.tab.Free(id)
 		s.used.Add(-1)
 		s.b.log.Error("allocate call timer", "error", err)
-		refuse(500, "Server Internal Error")
+		s.answerInvite(tx, u, req, 500, "Server Internal Error")
 		return
 	}
 	slot.Timer = h
@@ -636,16 +617,24 @@ func (s *shard) onInvite(e event) {
 		return
 	}
 	// RFC 3261 §17.2.1: answer 100 at once; the B-leg may take a while.
-	if u != nil {
-		res := sip.NewResponseFromRequest(req, 100, "Trying", nil)
-		res.SipVersion = sipVersion
-		s.respondUAS(u, res)
-	} else {
-		s.b.respond(tx, req, 100, "Trying", nil)
-	}
+	s.answerInvite(tx, u, req, 100, "Trying")
 	st.offer = p.Offer(st.sreq)
 	s.sendInvite(id, slot)
 	s.touch(id, slot)
+}
+
+// answerInvite answers the caller's INVITE req on its transaction:
+// sipgo's tx or the shard's own u, whichever is not nil. A final answer
+// ends sipgo's transaction as endAfter says; respondUAS runs the shard's.
+func (s *shard) answerInvite(tx *sip.ServerTx, u *uasInvite, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
+	if u != nil {
+		s.respondUAS(u, newResponse(req, code, reason, hdrs))
+		return
+	}
+	s.b.respond(tx, req, code, reason, hdrs)
+	if code >= 200 {
+		s.b.endAfter(tx, code)
+	}
 }
 
 // fail ends a call sbcd could not set up.
@@ -899,7 +888,6 @@ func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, b
 		res.AppendHeader(h)
 	}
 	if st.uas != nil {
-		res.SipVersion = sipVersion
 		s.respondUAS(st.uas, res)
 		if code >= 200 {
 			st.uas, st.invReq = nil, nil
@@ -1189,17 +1177,13 @@ func (s *shard) sendAck(l *legState, seq uint32) {
 		s.b.log.Error("build ack", "error", err)
 		return
 	}
-	s.b.traceMsg("send", ack)
 	if dest, err := netip.ParseAddrPort(ack.Destination()); err == nil && l.network != "TCP" && len(s.b.udp) > 0 {
 		// Over UDP straight from the listening socket, as newRequest
 		// chose it (Laddr): an ACK of a 2xx is no transaction (§17).
-		buf := rtxBufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		ack.StringWrite(buf)
-		s.writeUDP(s.b.udpIndexOf(ack.Laddr), dest, buf.Bytes())
-		rtxBufPool.Put(buf)
+		s.sendUDP(s.b.udpIndexOf(ack.Laddr), dest, ack, nil)
 		return
 	}
+	s.b.traceMsg("send", ack)
 	if err := s.b.tp.WriteMsg(ack); err != nil {
 		s.b.log.Debug("send ack", "error", err)
 	}

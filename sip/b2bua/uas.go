@@ -22,7 +22,8 @@ import (
 // and newInvite do and posts it to its shard, which creates the
 // transaction (uasInvite) with the call; what a check refuses is left to
 // sipgo, which answers as before. Until the transaction ends, its key is in
-// b.uasKeys, and the read filter routes to the shard what belongs to it:
+// b.invites as the shard's, and the read filter routes to the shard what
+// belongs to it:
 // a retransmitted INVITE (answered with the last response, §17.2.1), a
 // CANCEL (§9.2: 200 to the CANCEL, 487 to the INVITE) and the ACK of a
 // non-2xx final answer (it ends the transaction).
@@ -76,7 +77,7 @@ func (s *shard) uasDue(t int64) {
 func (s *shard) endUAS(u *uasInvite) {
 	if s.uas[u.key] == u {
 		delete(s.uas, u.key)
-		s.b.uasKeys.remove(u.key)
+		s.b.invites.remove(u.key)
 		s.b.serverTx.Add(-1)
 	}
 }
@@ -88,21 +89,15 @@ func (s *shard) respondUAS(u *uasInvite, res *sip.Response) {
 	if u.final != 0 {
 		return
 	}
-	s.b.traceMsg("send", res)
-	buf := rtxBufPool.Get().(*bytes.Buffer)
-	defer rtxBufPool.Put(buf)
-	buf.Reset()
-	res.StringWrite(buf)
 	if res.StatusCode >= 200 && res.StatusCode < 300 {
 		// Absorb first, then end: a retransmitted INVITE finds one or
 		// the other.
 		s.b.rtx.absorb(u.req, u.sock)
 		u.final = res.StatusCode
 		s.endUAS(u)
-		s.writeUDP(u.sock, u.dest, buf.Bytes())
+		s.sendUDP(u.sock, u.dest, res, nil)
 		return
 	}
-	u.last = append(u.last[:0], buf.Bytes()...)
 	if res.StatusCode >= 200 {
 		// Timed from before the write: the peer may act on the answer
 		// (and a test move its clock) before the write returns.
@@ -113,16 +108,39 @@ func (s *shard) respondUAS(u *uasInvite, res *sip.Response) {
 		u.until = now + int64(64*sip.T1)
 		s.uasDue(u.next)
 	}
-	s.writeUDP(u.sock, u.dest, u.last)
+	s.sendUDP(u.sock, u.dest, res, func(data []byte) { u.last = append(u.last[:0], data...) })
 }
 
 // writeUDP sends data from listening socket sock to dest; a failure is
-// logged at debug level, as sipgo's transaction would have retried or
-// timed out just the same.
+// logged at debug level: the transaction retransmits or times out as it
+// would have after a loss.
 func (s *shard) writeUDP(sock int, dest netip.AddrPort, data []byte) {
 	if err := s.b.writeUDP(sock, dest, data); err != nil {
 		s.b.log.Debug("send", "error", err)
 	}
+}
+
+// sendUDP is writeUDP for a message, traced; keep, when not nil, gets its
+// bytes before they leave.
+func (s *shard) sendUDP(sock int, dest netip.AddrPort, m sip.Message, keep func([]byte)) {
+	if err := s.b.sendUDP(sock, dest, m, keep); err != nil {
+		s.b.log.Debug("send", "error", err)
+	}
+}
+
+// sendUDP writes m from listening socket sock to dest, traced; keep, when
+// not nil, gets its bytes before they leave (to keep them for
+// retransmission: an answer may come back before the write returns).
+func (b *B2BUA) sendUDP(sock int, dest netip.AddrPort, m sip.Message, keep func([]byte)) error {
+	b.traceMsg("send", m)
+	buf := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(buf)
+	buf.Reset()
+	m.StringWrite(buf)
+	if keep != nil {
+		keep(buf.Bytes())
+	}
+	return b.writeUDP(sock, dest, buf.Bytes())
 }
 
 // errNoSocket is writeUDP's error for a socket index that is no
@@ -180,13 +198,11 @@ func (s *shard) onUAS(e event) {
 		}
 	case sip.ACK:
 		// The ACK of the non-2xx final answer: Confirmed, and without
-		// Timer I nothing is left (endAfter).
+		// Timer I nothing is left (endAfter). The ACK of a 2xx never
+		// gets here: the key leaves b.invites before the 2xx does.
 		if ok && u.final >= 300 {
 			s.endUAS(u)
-			return
 		}
-		// The ACK of a 2xx, which the shard's tag in its To names too.
-		s.onInDialog(event{kind: evRequest, req: req})
 	case sip.CANCEL:
 		// RFC 3261 §9.2: a CANCEL that matches the transaction gets 200,
 		// and the INVITE 487 if it has no final answer yet; one that
@@ -201,9 +217,7 @@ func (s *shard) onUAS(e event) {
 		}
 		slot, live := s.tab.Get(u.id)
 		if !live || slot.Data.uas != u {
-			res := sip.NewResponseFromRequest(u.req, 487, "Request Terminated", nil)
-			res.SipVersion = sipVersion
-			s.respondUAS(u, res)
+			s.respondUAS(u, newResponse(u.req, 487, "Request Terminated", nil))
 			return
 		}
 		s.answerA(slot, 487, "Request Terminated", nil)
@@ -221,7 +235,7 @@ func (s *shard) onUAS(e event) {
 // before), re-INVITEs (they have a To tag) and INVITEs without an RFC 3261
 // branch.
 func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
-	if len(data) < 7 {
+	if len(data) < 7 || b.rtx == nil {
 		return false
 	}
 	cancel := asciiEqualFold(data[:7], "cancel ")
@@ -246,7 +260,7 @@ func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
 	if cancel {
 		// The CANCEL's key names the INVITE's with its own method.
 		ikey, ok := inviteKeyOf(key)
-		if !ok || !b.uasKeys.has(ikey) || checkCSeq(req).code != 0 {
+		if !ok || b.invites.owner(ikey) != ownerShard || checkCSeq(req).code != 0 {
 			return false
 		}
 		b.traceMsg("recv", req)
@@ -256,7 +270,10 @@ func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
 		b.shards[b.shardOf(req.CallID().Value())].postLater(event{kind: evUAS, req: req, key: ikey, sock: sock})
 		return true
 	}
-	if b.uasKeys.has(key) {
+	switch b.invites.owner(key) {
+	case ownerSipgo:
+		return false // a retransmission of an INVITE sipgo answers
+	case ownerShard:
 		b.traceMsg("recv", req)
 		b.shards[b.shardOf(req.CallID().Value())].postLater(event{kind: evUAS, req: req, key: key, sock: sock})
 		return true
@@ -278,7 +295,7 @@ func (b *B2BUA) inviteDirect(p sip.TransportReadProps, data []byte) bool {
 	}
 	b.traceMsg("recv", req)
 	e.direct, e.sock, e.key = true, sock, key
-	b.uasKeys.add(key)
+	b.invites.add(key, ownerShard)
 	b.shards[b.shardOf(e.callID)].postLater(e)
 	return true
 }

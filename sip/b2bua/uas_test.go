@@ -283,6 +283,17 @@ func TestInviteDirect(t *testing.T) {
 	if st := rc.e.b.Stats(); st.ServerTx != 0 || st.FreeSlots != 8 {
 		t.Errorf("stats %+v after INVITEs left to sipgo", st)
 	}
+	// A retransmission of an INVITE sipgo holds (one it refused) goes
+	// back to sipgo, unchecked.
+	key, err := sip.ServerTxKeyMake(mustRequest(t, rc.invite))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.e.b.invites.add(key, ownerSipgo)
+	if rc.e.b.inviteDirect(props, []byte(rc.invite)) {
+		t.Error("an INVITE of sipgo's transaction: taken")
+	}
+	rc.e.b.invites.remove(key)
 	if !rc.e.b.inviteDirect(props, []byte(rc.invite)) {
 		t.Fatal("a new INVITE from a device: not taken")
 	}
@@ -292,6 +303,19 @@ func TestInviteDirect(t *testing.T) {
 	res := rc.expect(t, 404)
 	rc.ackNon2xx(t, res)
 	waitServerTx(t, rc.e.b, 0)
+}
+
+func mustRequest(t *testing.T, data string) *sip.Request {
+	t.Helper()
+	m, err := sip.ParseMessage([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, ok := m.(*sip.Request)
+	if !ok {
+		t.Fatalf("not a request: %q", data)
+	}
+	return req
 }
 
 func TestInviteKeyOf(t *testing.T) {
