@@ -355,37 +355,62 @@ func settle() {
 // handed both over at once) is answered 200 again, not 500 for an
 // out-of-order CSeq (RFC 3261 §17.2.2, §12.2.2).
 func TestByeTwiceBeforeCached(t *testing.T) {
-	e := newEnv(t, behavior{}, nil)
-	ctx := testCtx(t)
-	a, tx, res := e.answeredCall(ctx)
-	e.caller.answered(a, res)
-	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
-	src := newRawPeer(t)
-	bye := mustRequest(t, e.caller.build(a, sip.BYE, e.caller.seq.Add(1), "").String())
-	bye.SetTransport("UDP")
-	bye.SetSource(src.addr().String())
-	tag, _ := res.To().Params.Get("tag")
-	s, ok := e.b.tagShard(tag)
+	bc := newByeCall(t)
+	req := mustRequest(t, bc.bye)
+	req.SetTransport("UDP")
+	req.SetSource(bc.src.addr().String())
+	s, ok := bc.e.b.tagShard(bc.tag)
 	if !ok {
 		t.Fatal("no shard for the call's tag")
 	}
 	for range 2 {
-		s.post(ctx, event{kind: evRequest, req: bye, direct: true, sock: 0})
+		s.post(bc.ctx, event{kind: evRequest, req: req, direct: true, sock: 0})
 	}
+	bc.read200()
+	bc.read200()
+	bc.e.callee.expect(bc.ctx, sip.BYE)
+	bc.e.cdr.next(bc.ctx, t)
+}
+
+// byeCall is a call through sbcd between the phones, answered and ACKed,
+// the caller's BYE for it (not sent), and a raw socket as the BYE's source
+// to receive its answers.
+type byeCall struct {
+	t        *testing.T
+	e        *env
+	ctx      context.Context
+	src      *rawPeer
+	bye, seq string
+	tag      string // sbcd's A-leg tag
+}
+
+func newByeCall(t *testing.T) *byeCall {
+	t.Helper()
+	e := newEnv(t, behavior{}, nil)
+	ctx := testCtx(t)
+	a, tx, res := e.answeredCall(ctx)
+	t.Cleanup(tx.Terminate)
+	e.caller.answered(a, res)
+	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
+	bc := &byeCall{t: t, e: e, ctx: ctx, src: newRawPeer(t)}
+	bc.bye = e.caller.build(a, sip.BYE, e.caller.seq.Add(1), "").String()
+	bc.seq = strings.Split(strings.Split(bc.bye, "CSeq: ")[1], " ")[0]
+	bc.tag, _ = res.To().Params.Get("tag")
+	return bc
+}
+
+// read200 reads the next answer at the source: 200 to the BYE.
+func (bc *byeCall) read200() {
+	bc.t.Helper()
 	buf := make([]byte, 4096)
-	for i := range 2 {
-		_ = src.c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		n, err := src.c.Read(buf)
-		if err != nil {
-			t.Fatalf("answer %d: %v", i, err)
-		}
-		if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK\r\n") {
-			t.Errorf("answer %d: %q", i, buf[:n])
-		}
+	_ = bc.src.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := bc.src.c.Read(buf)
+	if err != nil {
+		bc.t.Fatalf("no answer to the BYE: %v", err)
 	}
-	e.callee.expect(ctx, sip.BYE)
-	e.cdr.next(ctx, t)
-	tx.Terminate()
+	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK\r\n") || !strings.Contains(string(buf[:n]), "CSeq: "+bc.seq+" BYE") {
+		bc.t.Fatalf("answer %q", buf[:n])
+	}
 }
 
 func waitClientTx(t *testing.T, b *B2BUA) {
@@ -404,17 +429,10 @@ func waitClientTx(t *testing.T, b *B2BUA) {
 // cache answers its retransmission; what a check refuses, what does not
 // parse and what names no shard is left to sipgo.
 func TestByeDirect(t *testing.T) {
-	e := newEnv(t, behavior{}, nil)
-	ctx := testCtx(t)
-	a, tx, res := e.answeredCall(ctx)
-	e.caller.answered(a, res)
-	waitFor(ctx, t, func() bool { return e.b.Stats().Up == 1 && e.b.Stats().Unacked == 0 })
-	src := newRawPeer(t) // where the answers go: the BYE's source
+	bc := newByeCall(t)
+	e, ctx, src, bye, seq, tag := bc.e, bc.ctx, bc.src, bc.bye, bc.seq, bc.tag
 	props := sip.TransportReadProps{Transport: "UDP", LocalAddr: e.b.udp[0].LocalAddr(),
 		RemoteAddr: net.UDPAddrFromAddrPort(src.addr())}
-	bye := e.caller.build(a, sip.BYE, e.caller.seq.Add(1), "").String()
-	seq := strings.Split(strings.Split(bye, "CSeq: ")[1], " ")[0]
-	tag, _ := res.To().Params.Get("tag")
 	for _, c := range []struct {
 		name  string
 		props sip.TransportReadProps
@@ -434,31 +452,18 @@ func TestByeDirect(t *testing.T) {
 	if st := e.b.Stats(); st.Up != 1 {
 		t.Fatalf("a BYE left to sipgo reached the call: %+v", st)
 	}
-	read200 := func() {
-		t.Helper()
-		buf := make([]byte, 4096)
-		_ = src.c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		n, err := src.c.Read(buf)
-		if err != nil {
-			t.Fatalf("no answer to the BYE: %v", err)
-		}
-		if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK\r\n") || !strings.Contains(string(buf[:n]), "CSeq: "+seq+" BYE") {
-			t.Fatalf("answer %q", buf[:n])
-		}
-	}
 	if !e.b.byeDirect(props, []byte(bye)) {
 		t.Fatal("BYE of the call: not taken")
 	}
-	read200()
+	bc.read200()
 	e.callee.expect(ctx, sip.BYE)
 	e.cdr.next(ctx, t)
 	resent := e.b.Stats().RtxResent
 	if !e.b.byeDirect(props, []byte(bye)) {
 		t.Fatal("retransmitted BYE: not taken")
 	}
-	read200()
+	bc.read200()
 	if got := e.b.Stats().RtxResent; got != resent+1 {
 		t.Errorf("retransmissions answered from the cache: %d, want %d", got, resent+1)
 	}
-	tx.Terminate()
 }
