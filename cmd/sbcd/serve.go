@@ -172,6 +172,12 @@ func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.S
 		}
 	}()
 	defer func() { cancel(); <-paced }()
+	tuned := make(chan struct{})
+	go func() {
+		defer close(tuned)
+		newProcTuner(log, os.Getenv).run(ctx)
+	}()
+	defer func() { cancel(); <-tuned }()
 
 	source := files.loaded
 	if source == "" {
