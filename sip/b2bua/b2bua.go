@@ -770,7 +770,26 @@ func (b *B2BUA) tagShard(tag string) (*shard, bool) {
 
 // newTag returns a tag (or Call-ID prefix) that routes to shard i.
 func (b *B2BUA) newTag(i int) string {
-	return fmt.Sprintf("%02x%08x%08x", i, b.o.rand(), b.o.rand())
+	var buf [18]byte
+	t := appendHex(buf[:0], uint64(i), 2)
+	t = appendHex(t, uint64(b.o.rand()), 8)
+	return string(appendHex(t, uint64(b.o.rand()), 8))
+}
+
+// appendHex appends v to dst in lowercase hexadecimal, padded with zeros to
+// at least width digits (at most 16): fmt's %0*x without its cost on every
+// request.
+func appendHex(dst []byte, v uint64, width int) []byte {
+	const digits = "0123456789abcdef"
+	var buf [16]byte
+	n := len(buf)
+	width = min(max(width, 1), len(buf))
+	for v > 0 || len(buf)-n < width {
+		n--
+		buf[n] = digits[v&15]
+		v >>= 4
+	}
+	return append(dst, buf[n:]...)
 }
 
 // traceMsg logs a SIP message when tracing is on.

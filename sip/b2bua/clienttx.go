@@ -2,7 +2,6 @@ package b2bua
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -59,7 +58,11 @@ const branchMark = sip.RFC3261BranchMagicCookie + "sb"
 // is unique (RFC 3261 §8.1.1.7): random, and a counter of the shard's.
 func (s *shard) newBranch() string {
 	s.branches++
-	return fmt.Sprintf("%s%02x%08x%x", branchMark, s.idx, s.b.o.rand(), s.branches)
+	var buf [len(branchMark) + 2 + 8 + 16]byte
+	br := append(buf[:0], branchMark...)
+	br = appendHex(br, uint64(s.idx), 2)
+	br = appendHex(br, uint64(s.b.o.rand()), 8)
+	return string(appendHex(br, s.branches, 0))
 }
 
 // branchShard is the shard a branch of newBranch names.

@@ -3,6 +3,7 @@ package b2bua
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"sbcd/timers/session"
 )
 
 // rawPeer is an upstream on a bare UDP socket: it sees every datagram
@@ -465,5 +468,44 @@ func TestByeDirect(t *testing.T) {
 	bc.read200()
 	if got := e.b.Stats().RtxResent; got != resent+1 {
 		t.Errorf("retransmissions answered from the cache: %d, want %d", got, resent+1)
+	}
+}
+
+func TestAppendHex(t *testing.T) {
+	for _, tc := range []struct {
+		v     uint64
+		width int
+	}{
+		{0, 0}, {0, 2}, {1, 0}, {0xab, 2}, {0x1ff, 2}, {7, 8}, {0xdeadbeef, 8},
+		{1<<64 - 1, 0}, {1<<64 - 1, 8}, {0x10, 16}, {5, 40},
+	} {
+		want := fmt.Sprintf("%0*x", min(tc.width, 16), tc.v)
+		if got := string(appendHex([]byte("x"), tc.v, tc.width)); got != "x"+want {
+			t.Errorf("appendHex(%#x, %d) = %q, want %q", tc.v, tc.width, got, "x"+want)
+		}
+	}
+}
+
+func TestTagAndBranchNameTheirShard(t *testing.T) {
+	b, err := New(Options{MaxCalls: 300, Shards: 3, Upstream: "127.0.0.1:5999", Params: session.DefaultParams(),
+		CDR: newMemCDR(), Logger: testLogger(), Listen: []Listen{{Network: "udp", Addr: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range b.shards {
+		tag := b.newTag(i)
+		if got, ok := b.tagShard(tag); !ok || got != s {
+			t.Errorf("tag %q of shard %d names shard %v", tag, i, got)
+		}
+		if len(tag) != 18 {
+			t.Errorf("tag %q: %d characters, want 18", tag, len(tag))
+		}
+		br, br2 := s.newBranch(), s.newBranch()
+		if got, ok := b.branchShard(br); !ok || got != s {
+			t.Errorf("branch %q of shard %d names shard %v", br, i, got)
+		}
+		if br == br2 || !strings.HasPrefix(br, branchMark) {
+			t.Errorf("branches %q, %q: want distinct, starting %q", br, br2, branchMark)
+		}
 	}
 }
