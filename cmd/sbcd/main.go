@@ -25,6 +25,11 @@
 //	SIGHUP           read the configuration file again and apply what can
 //	                 change live; a bad file is logged and changes nothing.
 //
+// Environment: GOGC and GOMAXPROCS, when set, override what sbcd tunes for
+// itself, as in any Go program: the garbage collector's headroom over its
+// preallocated tables (gc.go) and the number of threads that run Go code,
+// one until the load nears a core (procs.go).
+//
 // Exit codes: 0 on a clean shutdown (and for a valid file in `check`), 1
 // when the daemon cannot start (for example an invalid config file, reported
 // with every problem and its line), 2 for bad flags or usage.
