@@ -164,20 +164,14 @@ func serve(cfg *config.Config, files paths, log *slog.Logger, reload <-chan os.S
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- b.Serve(ctx) }()
-	paced := make(chan struct{})
-	go func() {
-		defer close(paced)
+	var background sync.WaitGroup // the keep-alive engine and the thread tuner
+	background.Go(func() {
 		if err := reg.Run(ctx, b); err != nil {
 			log.Error("keep-alive engine stopped", "err", err)
 		}
-	}()
-	defer func() { cancel(); <-paced }()
-	tuned := make(chan struct{})
-	go func() {
-		defer close(tuned)
-		newProcTuner(log, os.Getenv).run(ctx)
-	}()
-	defer func() { cancel(); <-tuned }()
+	})
+	background.Go(func() { newProcTuner(log, os.Getenv).run(ctx) })
+	defer func() { cancel(); background.Wait() }()
 
 	source := files.loaded
 	if source == "" {
