@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -197,4 +198,53 @@ func TestProcessCPU(t *testing.T) {
 		_ = x * x
 	}
 	t.Fatal("process CPU time did not grow while the test spun")
+}
+
+// TestServeTunesThreads runs the daemon in-process: it drops to one P while
+// it idles, and gives the runtime its default back when it stops.
+func TestServeTunesThreads(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set in the environment: the daemon leaves it alone")
+	}
+	full := runtime.GOMAXPROCS(0)
+	if full == 1 {
+		t.Skip("the test process has one P: nothing to tune")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	sig := newFakeSignals(ctx)
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	args := []string{"-config", testConfig(t, t.TempDir())}
+	go func() { done <- runWith(args, &stdout, &stderr, sig.subscribe) }()
+	stopped := false
+	shutdown := func() int {
+		stopped = true
+		stop()
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(20 * time.Second):
+			t.Fatalf("daemon did not stop; stderr:\n%s", stderr.String())
+			return -1
+		}
+	}
+	defer func() {
+		if !stopped {
+			shutdown()
+		}
+	}()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.GOMAXPROCS(0) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOMAXPROCS still %d 10 s after the start; stderr:\n%s", runtime.GOMAXPROCS(0), stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := shutdown(); code != exitOK {
+		t.Fatalf("exit code %d; stderr:\n%s", code, stderr.String())
+	}
+	if got := runtime.GOMAXPROCS(0); got != full {
+		t.Errorf("GOMAXPROCS %d after the daemon stopped, want the default %d", got, full)
+	}
 }
