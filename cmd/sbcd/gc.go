@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 )
 
 // gcHeadroom is about how much garbage sbcd lets the heap gather over its
@@ -27,13 +28,18 @@ const (
 )
 
 // tuneGC sets the GC percentage for a headroom of about gcHeadroom over the
-// heap that is live now, once the tables are allocated. GOGC in the
-// environment wins, as in any Go program: then it sets nothing and returns
-// 0; otherwise it returns the percentage it set.
+// heap that is live now, once the tables are allocated. A valid GOGC in the
+// environment (a number, or off) wins, as in any Go program: then it sets
+// nothing and returns 0; otherwise it returns the percentage it set.
 func tuneGC(log *slog.Logger, getenv func(string) string) int {
 	if v := getenv("GOGC"); v != "" {
-		log.Info("garbage collector: GOGC from the environment", "gogc", v)
-		return 0
+		if _, err := strconv.Atoi(v); err == nil || v == "off" {
+			log.Info("garbage collector: GOGC from the environment", "gogc", v)
+			return 0
+		}
+		// The runtime reads anything else as 100 (its default).
+		log.Warn("garbage collector: GOGC in the environment is neither a number nor off; the Go runtime ignores it, and so does sbcd",
+			"gogc", v)
 	}
 	runtime.GC()
 	var m runtime.MemStats

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,19 @@ func TestTuneGC(t *testing.T) {
 	}
 	if got := debug.SetGCPercent(77); got != 77 {
 		t.Fatalf("tuneGC changed the GC percent to %d although GOGC is set", got)
+	}
+	for _, v := range []string{"off", "-1", "0"} {
+		if p := tuneGC(log, func(k string) string { return map[string]string{"GOGC": v}[k] }); p != 0 {
+			t.Errorf("tuneGC with GOGC=%s = %d, want 0 (the runtime takes it)", v, p)
+		}
+	}
+	// The runtime ignores a GOGC it cannot read: sbcd tunes, and says why.
+	var out strings.Builder
+	warn := slog.New(slog.NewTextHandler(&out, nil))
+	if p := tuneGC(warn, func(k string) string { return map[string]string{"GOGC": "fast"}[k] }); p < minGCPercent || p > maxGCPercent {
+		t.Errorf("tuneGC with GOGC=fast = %d, want a percentage it set", p)
+	}
+	if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "gogc=fast") {
+		t.Errorf("no warning naming GOGC=fast in:\n%s", out.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -24,8 +25,8 @@ import (
 // load nears one core: then it is added, and it is taken away again once the
 // load has stayed low for a while.
 //
-// GOMAXPROCS in the environment wins, as in any Go program: then the tuner
-// does nothing.
+// A valid GOMAXPROCS in the environment wins, as in any Go program: then
+// the tuner does nothing.
 type procTuner struct {
 	log  *slog.Logger
 	full int                           // Ps under load: the runtime's default
@@ -57,11 +58,16 @@ const (
 
 // newProcTuner returns a tuner for this process, or nil when there is
 // nothing to tune: GOMAXPROCS is set in the environment, or the runtime uses
-// one P anyway.
+// one P anyway. A GOMAXPROCS that is not a positive number is ignored by
+// the Go runtime; sbcd says so and tunes as if it were unset.
 func newProcTuner(log *slog.Logger, getenv func(string) string) *procTuner {
 	if v := getenv("GOMAXPROCS"); v != "" {
-		log.Info("go threads: GOMAXPROCS from the environment", "gomaxprocs", v)
-		return nil
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			log.Info("go threads: GOMAXPROCS from the environment", "gomaxprocs", v)
+			return nil
+		}
+		log.Warn("go threads: GOMAXPROCS in the environment is not a positive number; the Go runtime ignores it, and so does sbcd",
+			"gomaxprocs", v)
 	}
 	full := runtime.GOMAXPROCS(0)
 	if full <= 1 {

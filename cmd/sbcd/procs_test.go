@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +120,18 @@ func TestProcTunerSampleOutOfOrder(t *testing.T) {
 func TestNewProcTuner(t *testing.T) {
 	if tu := newProcTuner(quietLog(), func(k string) string { return map[string]string{"GOMAXPROCS": "2"}[k] }); tu != nil {
 		t.Error("a tuner although GOMAXPROCS is set in the environment")
+	}
+	// The runtime ignores a GOMAXPROCS that is not a positive number: the
+	// tuner does too, and says so.
+	for _, v := range []string{"0", "-2", "two"} {
+		var out strings.Builder
+		tu := newProcTuner(slog.New(slog.NewTextHandler(&out, nil)), func(k string) string { return map[string]string{"GOMAXPROCS": v}[k] })
+		if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "gomaxprocs="+v) {
+			t.Errorf("GOMAXPROCS=%s: no warning naming it in:\n%s", v, out.String())
+		}
+		if runtime.GOMAXPROCS(0) > 1 && tu == nil {
+			t.Errorf("GOMAXPROCS=%s: no tuner, as if the runtime had taken it", v)
+		}
 	}
 	tu := newProcTuner(quietLog(), func(string) string { return "" })
 	if runtime.GOMAXPROCS(0) == 1 {
