@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -356,9 +357,15 @@ func settle() {
 // TestByeTwiceBeforeCached: a BYE retransmission the shard gets before
 // the answer to the first is in the retransmission cache (the read filter
 // handed both over at once) is answered 200 again, not 500 for an
-// out-of-order CSeq (RFC 3261 §17.2.2, §12.2.2).
+// out-of-order CSeq (RFC 3261 §17.2.2, §12.2.2). The callee holds its
+// answer to sbcd's BYE until both are answered: the test posts the two
+// one after the other, and the callee's 200 must not end the call in
+// between (from a socket's read loop they are queued together).
 func TestByeTwiceBeforeCached(t *testing.T) {
-	bc := newByeCall(t)
+	hold := make(chan struct{})
+	bc := newByeCall(t, behavior{byeHold: hold})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release) // before the phones stop, should the test fail
 	req := mustRequest(t, bc.bye)
 	req.SetTransport("UDP")
 	req.SetSource(bc.src.addr().String())
@@ -371,6 +378,7 @@ func TestByeTwiceBeforeCached(t *testing.T) {
 	}
 	bc.read200()
 	bc.read200()
+	release()
 	bc.e.callee.expect(bc.ctx, sip.BYE)
 	bc.e.cdr.next(bc.ctx, t)
 }
@@ -387,9 +395,9 @@ type byeCall struct {
 	tag      string // sbcd's A-leg tag
 }
 
-func newByeCall(t *testing.T) *byeCall {
+func newByeCall(t *testing.T, callee behavior) *byeCall {
 	t.Helper()
-	e := newEnv(t, behavior{}, nil)
+	e := newEnv(t, callee, nil)
 	ctx := testCtx(t)
 	a, tx, res := e.answeredCall(ctx)
 	t.Cleanup(tx.Terminate)
@@ -432,7 +440,7 @@ func waitClientTx(t *testing.T, b *B2BUA) {
 // cache answers its retransmission; what a check refuses, what does not
 // parse and what names no shard is left to sipgo.
 func TestByeDirect(t *testing.T) {
-	bc := newByeCall(t)
+	bc := newByeCall(t, behavior{})
 	e, ctx, src, bye, seq, tag := bc.e, bc.ctx, bc.src, bc.bye, bc.seq, bc.tag
 	props := sip.TransportReadProps{Transport: "UDP", LocalAddr: e.b.udp[0].LocalAddr(),
 		RemoteAddr: net.UDPAddrFromAddrPort(src.addr())}

@@ -26,6 +26,7 @@ type behavior struct {
 	ring        bool          // send 180 first
 	ringAfter   time.Duration // send 180 after this long (0: never)
 	hold        chan struct{} // wait for this (or a CANCEL) before the final answer
+	byeHold     chan struct{} // wait for this (or the transaction's end) before answering a BYE
 	minSE       uint32        // answer 422 with this Min-SE when the offer is lower
 	allowUpdate bool          // Allow lists UPDATE
 	noTimer     bool          // no session timer: no Supported, no Session-Expires
@@ -177,6 +178,13 @@ func (p *phone) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		}
 		respond(200, calleeSDP, p.answerHeaders(req, p.beh.refresher)...)
 	case req.Method == sip.BYE:
+		if p.beh.byeHold != nil {
+			select {
+			case <-p.beh.byeHold:
+			case <-tx.Done():
+				return
+			}
+		}
 		respond(200, "")
 		tx.TerminateGracefully()
 	case req.IsInvite() || req.Method == sip.UPDATE:
