@@ -283,6 +283,9 @@ type B2BUA struct {
 	ka  kaSender  // keep-alive writers on udp (register.go)
 	// via is the sent-by of each network ("UDP", "TCP").
 	via map[string]netip.AddrPort
+	// contactUDP is contact("UDP") written once, for the answers the
+	// shards write themselves (contactLine).
+	contactUDP sip.Header
 
 	// params are the session-timer parameters for new calls and the next
 	// refresh (SetParams); trace is Options.Trace, changeable live.
@@ -390,6 +393,9 @@ func New(o Options) (*B2BUA, error) {
 	if err := b.bind(); err != nil {
 		b.closeSockets()
 		return nil, err
+	}
+	if _, ok := b.via["UDP"]; ok {
+		b.contactUDP = sip.NewHeader("Contact", b.contact("UDP").Value())
 	}
 	if o.RtxCache >= 0 && len(b.udp) > 0 {
 		size := o.RtxCache
@@ -796,5 +802,12 @@ func appendHex(dst []byte, v uint64, width int) []byte {
 func (b *B2BUA) traceMsg(dir string, m sip.Message) {
 	if b.trace.Load() {
 		b.log.Debug("sip "+dir, "trace", m.String())
+	}
+}
+
+// traceData is traceMsg for a message sbcd wrote itself (writeResponse).
+func (b *B2BUA) traceData(dir string, data []byte) {
+	if b.trace.Load() {
+		b.log.Debug("sip "+dir, "trace", string(data))
 	}
 }

@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -223,16 +224,27 @@ func (b *B2BUA) parseDirect(p sip.TransportReadProps, data []byte) (*sip.Request
 // transaction (byeDirect), with a final response to its source (RFC 3261
 // §18.2.2, as sipgo answers; RFC 3581 received and rport when asked), and
 // keeps the response in the retransmission cache for Timer J (§17.2.2).
+//
+// The response is written, not built (writeResponse); one above 100 to a
+// request without a To tag gets a tag of sbcd's (RFC 3261 §8.2.6.2).
 func (b *B2BUA) respondUDP(req *sip.Request, sock int, code int, reason string, hdrs []sip.Header) {
-	res := newResponse(req, code, reason, hdrs)
-	dest, err := netip.ParseAddrPort(res.Destination())
+	dest, err := netip.ParseAddrPort(req.Source())
 	if err != nil {
-		b.log.Debug("respond", "code", code, "error", fmt.Errorf("destination %q: %w", res.Destination(), err))
+		b.log.Debug("respond", "code", code, "error", fmt.Errorf("destination %q: %w", req.Source(), err))
 		return
 	}
+	tag := ""
+	if to := req.To(); code > 100 && to != nil && !to.Params.Has("tag") {
+		tag = b.newTag(0)
+	}
+	w := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(w)
+	w.Reset()
+	writeResponse(w, req, code, reason, tag, nil, hdrs...)
+	b.traceData("send", w.Bytes())
 	// Cached before it leaves: a retransmission may follow at once.
-	keep := func(data []byte) { b.rtx.keepSent(req, data, dest, sock) }
-	if err := b.sendUDP(sock, dest, res, keep); err != nil {
+	b.rtx.keepSent(req, w.Bytes(), dest, sock)
+	if err := b.writeUDP(sock, dest, w.Bytes()); err != nil {
 		b.log.Debug("respond", "code", code, "error", err)
 	}
 }

@@ -366,8 +366,20 @@ func (s *shard) newRequest(l *legState, method sip.RequestMethod, seq uint32) (*
 }
 
 // contact is sbcd's Contact for a network.
-func (s *shard) contact(network string) *sip.ContactHeader {
-	host, port := s.b.sentBy(network)
+func (s *shard) contact(network string) *sip.ContactHeader { return s.b.contact(network) }
+
+// contactLine is contact(network) as a header to write: the one made at
+// New for UDP, without building it again.
+func (b *B2BUA) contactLine(network string) sip.Header {
+	if network == "UDP" && b.contactUDP != nil {
+		return b.contactUDP
+	}
+	return b.contact(network)
+}
+
+// contact is sbcd's Contact on network (RFC 3261 §8.1.1.8).
+func (b *B2BUA) contact(network string) *sip.ContactHeader {
+	host, port := b.sentBy(network)
 	u := sip.Uri{Scheme: "sip", User: "sbcd", Host: host, Port: port}
 	if network == "TCP" {
 		u.UriParams = sip.NewParams()

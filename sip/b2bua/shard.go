@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -147,6 +148,7 @@ type callState struct {
 	ok     *sip.Response
 	okTx   *sip.ServerTx
 	okUAS  *uasInvite // instead of okTx: where the 2xx goes (uas.go)
+	okData []byte     // with okUAS, instead of ok: the 2xx's bytes
 	okNext int64
 	okIvl  time.Duration
 
@@ -325,7 +327,7 @@ func (s *shard) retransmit(now int64) {
 		}
 		st := &slot.Data
 		waiting := false
-		if st.ok != nil {
+		if st.ok != nil || st.okData != nil {
 			if slot.Call.Phase != session.PhaseAnswered {
 				st.ackDone()
 			} else {
@@ -388,7 +390,7 @@ func (st *callState) ackDone() {
 	if st.okTx != nil {
 		st.okTx.Terminate()
 	}
-	st.ok, st.okTx, st.okUAS = nil, nil, nil
+	st.ok, st.okTx, st.okUAS, st.okData = nil, nil, nil, nil
 }
 
 // resendOK sends the 2xx to the caller's INVITE again (RFC 3261
@@ -399,7 +401,8 @@ func (s *shard) resendOK(st *callState) {
 		return
 	}
 	if u := st.okUAS; u != nil {
-		s.sendUDP(u.sock, u.dest, st.ok, nil)
+		s.b.traceData("send", st.okData)
+		s.writeUDP(u.sock, u.dest, st.okData)
 	}
 }
 
@@ -628,7 +631,7 @@ func (s *shard) onInvite(e event) {
 // ends sipgo's transaction as endAfter says; respondUAS runs the shard's.
 func (s *shard) answerInvite(tx *sip.ServerTx, u *uasInvite, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
 	if u != nil {
-		s.respondUAS(u, newResponse(req, code, reason, hdrs))
+		s.answerUAS(u, code, reason, "", hdrs...)
 		return
 	}
 	s.b.respond(tx, req, code, reason, hdrs)
@@ -824,10 +827,10 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 		st.answer = s.b.o.now()
 		st.legs[legA].established = true
 		tx, u := st.inv, st.uas
-		ok := s.answerA(slot, code, res.Reason, b.sdp, hdrs...)
+		ok, okData := s.answerA(slot, code, res.Reason, b.sdp, hdrs...)
 		slot.Call.Answered(now, p)
-		if ok != nil && st.legs[legA].network == "UDP" {
-			st.ok, st.okTx, st.okUAS = ok, tx, u
+		if (ok != nil || okData != nil) && st.legs[legA].network == "UDP" {
+			st.ok, st.okData, st.okTx, st.okUAS = ok, okData, tx, u
 			st.okIvl, st.okNext = t1, now+int64(t1)
 			s.watchAcks(e.id)
 			if tx != nil {
@@ -870,10 +873,35 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 }
 
 // answerA answers the caller's INVITE with sbcd's A-leg tag and Contact.
-func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
+// What a 2xx needs for its retransmission comes back: the response on
+// sipgo's transaction, or its bytes on the shard's own (okData).
+func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, body []byte, hdrs ...sip.Header) (ok *sip.Response, okData []byte) {
 	st := &slot.Data
 	if st.inv == nil && st.uas == nil {
-		return nil
+		return nil, nil
+	}
+	if u := st.uas; u != nil {
+		var all [8]sip.Header
+		h, tag := all[:0], ""
+		if code > 100 {
+			tag = st.legs[legA].localTag
+			if code < 300 {
+				h = append(h, s.b.contactLine(st.legs[legA].network))
+			}
+		}
+		h = append(h, hdrs...)
+		w := rtxBufPool.Get().(*bytes.Buffer)
+		defer rtxBufPool.Put(w)
+		w.Reset()
+		writeResponse(w, st.invReq, code, reason, tag, body, h...)
+		if code >= 200 && code < 300 {
+			okData = bytes.Clone(w.Bytes())
+		}
+		s.respondUAS(u, code, w.Bytes())
+		if code >= 200 {
+			st.uas, st.invReq = nil, nil
+		}
+		return nil, okData
 	}
 	res := sip.NewResponseFromRequest(st.invReq, code, reason, body)
 	if code > 100 {
@@ -887,23 +915,16 @@ func (s *shard) answerA(slot *dialog.Slot[callState], code int, reason string, b
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
-	if st.uas != nil {
-		s.respondUAS(st.uas, res)
-		if code >= 200 {
-			st.uas, st.invReq = nil, nil
-		}
-		return res
-	}
 	if code >= 200 && code < 300 && s.b.sendAccepted(st.inv, res) {
 		st.inv, st.invReq = nil, nil
-		return res
+		return res, nil
 	}
 	s.b.send(st.inv, res)
 	if code >= 200 {
 		s.b.endAfter(st.inv, code)
 		st.inv, st.invReq = nil, nil
 	}
-	return res
+	return res, nil
 }
 
 // onCancel handles the caller's CANCEL (RFC 3261 §9.2): sipgo already

@@ -82,33 +82,50 @@ func (s *shard) endUAS(u *uasInvite) {
 	}
 }
 
-// respondUAS sends res on u. A 2xx ends u, after its key went to the
-// retransmission cache (Timer L); a 300–699 makes it Completed (Timer G
-// and H) until the ACK.
-func (s *shard) respondUAS(u *uasInvite, res *sip.Response) {
+// respondUAS sends on u the response with code whose bytes are data
+// (writeResponse). A 2xx ends u, after its key went to the retransmission
+// cache (Timer L); a 300–699 makes it Completed (Timer G and H) until the
+// ACK. u keeps its own copy of what it may send again.
+func (s *shard) respondUAS(u *uasInvite, code int, data []byte) {
 	if u.final != 0 {
 		return
 	}
-	if res.StatusCode >= 200 && res.StatusCode < 300 {
+	s.b.traceData("send", data)
+	if code >= 200 && code < 300 {
 		// Absorb first, then end: a retransmitted INVITE finds one or
 		// the other.
 		s.b.rtx.absorb(u.req, u.sock)
-		u.final = res.StatusCode
+		u.final = code
 		s.endUAS(u)
-		s.sendUDP(u.sock, u.dest, res, nil)
+		s.writeUDP(u.sock, u.dest, data)
 		return
 	}
-	if res.StatusCode >= 200 {
+	if code >= 200 {
 		// Timed from before the write: the peer may act on the answer
 		// (and a test move its clock) before the write returns.
 		now := s.b.mono()
-		u.final = res.StatusCode
+		u.final = code
 		u.ivl = sip.T1
 		u.next = now + int64(u.ivl)
 		u.until = now + int64(64*sip.T1)
 		s.uasDue(u.next)
 	}
-	s.sendUDP(u.sock, u.dest, res, func(data []byte) { u.last = append(u.last[:0], data...) })
+	u.last = append(u.last[:0], data...)
+	s.writeUDP(u.sock, u.dest, data)
+}
+
+// answerUAS answers u's INVITE with code and reason, and hdrs; any answer
+// but 100 with a To tag of its own, the call's A-leg tag when it has one
+// (RFC 3261 §8.2.6.2).
+func (s *shard) answerUAS(u *uasInvite, code int, reason, tag string, hdrs ...sip.Header) {
+	if code > 100 && tag == "" {
+		tag = s.b.newTag(s.idx)
+	}
+	w := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(w)
+	w.Reset()
+	writeResponse(w, u.req, code, reason, tag, nil, hdrs...)
+	s.respondUAS(u, code, w.Bytes())
 }
 
 // writeUDP sends data from listening socket sock to dest; a failure is
@@ -217,7 +234,7 @@ func (s *shard) onUAS(e event) {
 		}
 		slot, live := s.tab.Get(u.id)
 		if !live || slot.Data.uas != u {
-			s.respondUAS(u, newResponse(u.req, 487, "Request Terminated", nil))
+			s.answerUAS(u, 487, "Request Terminated", "")
 			return
 		}
 		s.answerA(slot, 487, "Request Terminated", nil)

@@ -305,7 +305,7 @@ func TestInviteDirect(t *testing.T) {
 	waitServerTx(t, rc.e.b, 0)
 }
 
-func mustRequest(t *testing.T, data string) *sip.Request {
+func mustRequest(t testing.TB, data string) *sip.Request {
 	t.Helper()
 	m, err := sip.ParseMessage([]byte(data))
 	if err != nil {
