@@ -86,9 +86,9 @@ type clientTx struct {
 	leg    session.LegID
 	op     op
 	seq    uint32
-	req    *sip.Request
-	data   []byte // req as sent
-	sock   int    // index in b.udp
+	req    *sip.Request // nil for a request sbcd wrote (startWritten)
+	data   []byte       // the request as sent
+	sock   int          // index in b.udp
 	dest   netip.AddrPort
 	invite bool
 	// proceeding: a provisional answer came (§17.1.1.2, §17.1.2.2).
@@ -133,7 +133,32 @@ func (s *shard) startUDP(id dialog.ID, leg session.LegID, o op, req *sip.Request
 	ct := &clientTx{id: id, leg: leg, op: o, seq: seq, req: req, data: bytes.Clone(buf.Bytes()),
 		sock: sock, dest: dest, invite: req.IsInvite()}
 	rtxBufPool.Put(buf)
-	key := ctKey{branch: branch, method: cseq.MethodName}
+	return s.launch(ct, ctKey{branch: branch, method: cseq.MethodName}, due)
+}
+
+// startWritten is startUDP for a request in the dialog of leg l that
+// inDialogUDP accepts from socket sock: written (writeRequest), not built,
+// so the transaction has no *sip.Request (for a BYE, whose outcome only
+// counts). It reports false, having sent nothing, for a request too large
+// for UDP.
+func (s *shard) startWritten(id dialog.ID, leg session.LegID, o op, l *legState, method sip.RequestMethod, seq uint32, sock int) bool {
+	branch := s.newBranch()
+	buf := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(buf)
+	buf.Reset()
+	s.writeRequest(buf, l, method, seq, branch)
+	if buf.Len() > sip.UDPMTUSize-200 {
+		return false // RFC 3261 §18.1.1, as startUDP
+	}
+	ct := &clientTx{id: id, leg: leg, op: o, seq: seq, data: bytes.Clone(buf.Bytes()),
+		sock: sock, dest: l.dest, invite: method == sip.INVITE}
+	return s.launch(ct, ctKey{branch: branch, method: method}, 0)
+}
+
+// launch keeps ct under key and sends its request; false when key is taken
+// (nothing was sent).
+func (s *shard) launch(ct *clientTx, key ctKey, due int64) bool {
+	b := s.b
 	if _, dup := s.cts[key]; dup {
 		return false
 	}
@@ -148,22 +173,22 @@ func (s *shard) startUDP(id dialog.ID, leg session.LegID, o op, req *sip.Request
 	}
 	s.cts[key] = ct
 	b.clientTx.Add(1)
-	b.traceMsg("send", req)
-	if err := b.writeUDP(sock, dest, ct.data); err != nil {
+	b.traceData("send", ct.data)
+	if err := b.writeUDP(ct.sock, ct.dest, ct.data); err != nil {
 		// A transport error ends the transaction (RFC 3261 §17.1.4), as
 		// sipgo's Request did: the outcome comes back as an event.
-		b.log.Debug("send request", "method", string(req.Method), "error", err)
+		b.log.Debug("send request", "method", string(key.method), "error", err)
 		s.endUDP(key)
-		s.postLater(event{kind: evTxDone, id: id, leg: leg, op: o, seq: seq, req: req})
+		s.postLater(event{kind: evTxDone, id: ct.id, leg: ct.leg, op: ct.op, seq: ct.seq, req: ct.req})
 		return true
 	}
 	if due != 0 {
 		b.late.add(time.Duration(b.mono() - due))
 	}
-	if req.Method == sip.CANCEL {
+	if key.method == sip.CANCEL {
 		// §9.1: the INVITE it cancels gets 64*T1 from now for its final
 		// answer.
-		if inv, ok := s.cts[ctKey{branch: branch, method: sip.INVITE}]; ok && inv.until == 0 {
+		if inv, ok := s.cts[ctKey{branch: key.branch, method: sip.INVITE}]; ok && inv.until == 0 {
 			inv.until = ct.until
 		}
 	}
@@ -190,7 +215,7 @@ func (s *shard) retransmitUDP(now int64) {
 			continue
 		}
 		if ct.next != 0 && now >= ct.next {
-			s.b.traceMsg("send", ct.req)
+			s.b.traceData("send", ct.data)
 			s.writeUDP(ct.sock, ct.dest, ct.data)
 			switch {
 			case ct.invite:

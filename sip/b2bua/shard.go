@@ -1157,6 +1157,13 @@ func (s *shard) sendBye(id dialog.ID, slot *dialog.Slot[callState], leg session.
 	}
 	l.established = false
 	l.localSeq++
+	if sock, ok := s.inDialogUDP(l); ok {
+		slot.Data.pending++
+		if s.startWritten(id, leg, opBye, l, sip.BYE, l.localSeq, sock) {
+			return
+		}
+		slot.Data.pending--
+	}
 	req, err := s.newRequest(l, sip.BYE, l.localSeq)
 	if err != nil {
 		s.b.log.Error("build bye", "call", id.String(), "error", err)
@@ -1193,6 +1200,16 @@ func (s *shard) sendCancel(id dialog.ID, slot *dialog.Slot[callState]) {
 // sendAck acknowledges a 2xx to an INVITE sbcd sent on l (RFC 3261
 // §13.2.2.4: same CSeq number, method ACK).
 func (s *shard) sendAck(l *legState, seq uint32) {
+	if sock, ok := s.inDialogUDP(l); ok {
+		// Written, not built (writeRequest): no transaction keeps it.
+		buf := rtxBufPool.Get().(*bytes.Buffer)
+		defer rtxBufPool.Put(buf)
+		buf.Reset()
+		s.writeRequest(buf, l, sip.ACK, seq, s.newBranch())
+		s.b.traceData("send", buf.Bytes())
+		s.writeUDP(sock, l.dest, buf.Bytes())
+		return
+	}
 	ack, err := s.newRequest(l, sip.ACK, seq)
 	if err != nil {
 		s.b.log.Error("build ack", "error", err)
