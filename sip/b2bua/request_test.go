@@ -72,7 +72,7 @@ func TestWriteRequest(t *testing.T) {
 			target: "sip:caller@127.0.0.1:25061;transport=UDP", localSeq: 1, remoteSeq: 1},
 		{callID: "00bb-x", localTag: "00bb", localURI: "sip:sbcd@example.net",
 			remoteURI: "sip:+15551234;phone-context=example.com@[2001:db8::9]:5070;user=phone",
-			target: "sip:bob@[2001:db8::9]:5070;ob", localSeq: 7},
+			target:    "sip:bob@[2001:db8::9]:5070;ob", localSeq: 7},
 		{callID: "c@h", localTag: "01cc", remoteTag: "t", localURI: "sips:alice:secret@example.com",
 			remoteURI: "sip:bob@192.0.2.7", target: "sip:192.0.2.7"},
 	}
