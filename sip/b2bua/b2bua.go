@@ -27,8 +27,12 @@
 // package therefore runs directly on sipgo's transport and transaction
 // layers, answers from the shard with ServerTx.Respond, and builds every
 // in-dialog request (ACK, BYE, UPDATE, re-INVITE, CANCEL) itself from the
-// compact per-leg state kept in the dialog slot (RFC 3261 §12.2.1.1). The
-// only sipgo objects a slot holds are those of transactions in progress
+// compact per-leg state kept in the dialog slot (RFC 3261 §12.2.1.1). What
+// a shard sends over UDP on its own (its answers to the caller's INVITE
+// and to BYEs, and the ACKs and BYEs of a leg without a route set) it
+// writes as bytes, the same bytes sipgo would write, without building
+// sipgo messages (response.go, request.go). The only sipgo objects a slot
+// holds are those of transactions in progress
 // (the caller's INVITE until its final answer, the B-leg INVITE until its
 // final answer, the 2xx until the ACK, a relayed re-INVITE until the other
 // side answers).
