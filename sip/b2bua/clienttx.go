@@ -264,6 +264,23 @@ func (s *shard) onResponseUDP(res *sip.Response) {
 		s.onStrayUDP(res)
 		return
 	}
+	s.clientResponse(key, ct, res)
+}
+
+// onResponseRaw takes a response responseDirect did not parse
+// (rawClientResponse): to its transaction it is a response with that
+// status code and nothing else to read; a stray one is dropped, as
+// onStrayUDP drops a stray 100 or answer to a BYE.
+func (s *shard) onResponseRaw(e event) {
+	key := ctKey{branch: e.key, method: e.method}
+	if ct, ok := s.cts[key]; ok && ct.seq == e.seq {
+		s.clientResponse(key, ct, sip.NewResponse(e.code, ""))
+	}
+}
+
+// clientResponse hands res, a response to the shard's client transaction
+// ct under key, to the transaction and to the call.
+func (s *shard) clientResponse(key ctKey, ct *clientTx, res *sip.Response) {
 	e := event{kind: evResponse, id: ct.id, leg: ct.leg, op: ct.op, seq: ct.seq, req: ct.req, res: res}
 	if res.StatusCode < 200 {
 		if !ct.proceeding {
@@ -325,6 +342,15 @@ func (b *B2BUA) responseDirect(p sip.TransportReadProps, data []byte) bool {
 	if !bytes.Contains(data, []byte(branchMark)) {
 		return false
 	}
+	if code, branch, method, seq, ok := rawClientResponse(data); ok {
+		s, ok := b.branchShard(string(branch))
+		if !ok {
+			return false
+		}
+		b.traceData("recv", data)
+		s.postLater(event{kind: evResponseRaw, key: string(branch), method: sip.RequestMethod(method), seq: seq, code: code})
+		return true
+	}
 	m, err := b.parser.ParseSIP(data)
 	if err != nil {
 		return false
@@ -347,6 +373,45 @@ func (b *B2BUA) responseDirect(p sip.TransportReadProps, data []byte) bool {
 	b.traceMsg("recv", res)
 	s.postLater(event{kind: evResponseUDP, res: res})
 	return true
+}
+
+// rawClientResponse reads, without parsing the datagram, the two kinds of
+// response to sbcd's own client transactions that a shard reads nothing
+// in: a 100 (Trying) to any request, which only stops the request's
+// retransmissions (RFC 3261 §17.1.1.2, §17.1.2.2), and a final answer to
+// a BYE, which only ends its transaction. It returns the status code, the
+// top Via's branch and the CSeq number and method; false for any other
+// response, and for one scanHeaders does not read exactly as sipgo would,
+// which is then parsed. A 100 or a BYE's answer that sipgo would refuse
+// for another header field counts all the same: the peer sent it.
+func rawClientResponse(data []byte) (code int, branch, method []byte, seq uint32, ok bool) {
+	line, rest, ok := cutLine(data)
+	// SIP/2.0 SP 3DIGIT SP reason (RFC 3261 §7.2).
+	if !ok || len(line) < 12 || requestLine(line) || !asciiEqualFold(line[:8], "sip/2.0 ") || line[11] != ' ' {
+		return 0, nil, nil, 0, false
+	}
+	for _, c := range line[8:11] {
+		if c < '0' || c > '9' {
+			return 0, nil, nil, 0, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return 0, nil, nil, 0, false
+	}
+	via, cseq, ok := scanHeaders(rest)
+	if !ok {
+		return 0, nil, nil, 0, false
+	}
+	seq, method, ok = cseqParts(cseq)
+	if !ok || code != 100 && (code < 200 || string(method) != "BYE") {
+		return 0, nil, nil, 0, false
+	}
+	_, _, _, branch, ok = parseVia(via)
+	if !ok || !rfc3261Branch(branch) {
+		return 0, nil, nil, 0, false
+	}
+	return code, branch, method, seq, true
 }
 
 // non2xxAck builds the ACK of res, a 300–699 final answer to inv (RFC 3261

@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -207,6 +208,108 @@ func TestClientCancelRingingForever(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestClientInviteTrying: a 100 to the B-leg INVITE, which the read
+// filter hands over without parsing it (rawClientResponse), stops Timer A
+// and Timer B (RFC 3261 §17.1.1.2) and lets the caller's CANCEL go out at
+// once (§9.1: not before a provisional answer); the caller's CANCEL gets
+// 200 and its INVITE 487 (phone.cancel checks both).
+func TestClientInviteTrying(t *testing.T) {
+	e, peer := newRawEnv(t)
+	ctx := testCtx(t)
+	c, tx := e.caller.invite(ctx, e.addr, "bob")
+	inv, _ := peer.expect(sip.INVITE)
+	peer.answer(inv, 100, "Trying", "")
+	settle() // nothing outside the shard shows that it took the 100
+	e.clock.Advance(64*sip.T1 - sip.T1/2)
+	peer.none(50 * time.Millisecond) // no Timer A
+	if st := e.b.Stats(); st.ClientTx != 1 {
+		t.Errorf("client transactions %d, want the INVITE's", st.ClientTx)
+	}
+	e.caller.cancel(ctx, c, tx)
+	bc, _ := peer.expect(sip.CANCEL)
+	if branchOf(bc) != branchOf(inv) {
+		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
+	}
+	peer.answer(bc, 200, "OK", "")
+	peer.answer(inv, 487, "Request Terminated", "rawtag")
+	peer.expect(sip.ACK)
+	waitClientTx(t, e.b)
+}
+
+// TestRawClientResponse: rawClientResponse takes a 100 to any request and
+// a final answer to a BYE, and only when it reads them as sipgo would.
+func TestRawClientResponse(t *testing.T) {
+	const br = branchMark + "01abc"
+	res := func(status, cseq string) string {
+		return "SIP/2.0 " + status + "\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=" + br + "\r\n" +
+			"From: <sip:a@x>;tag=00aa\r\nTo: <sip:b@y>;tag=1\r\nCall-ID: rd\r\nCSeq: " + cseq + "\r\nContent-Length: 0\r\n\r\n"
+	}
+	for _, c := range []struct {
+		name, data string
+		code       int
+		method     string
+		seq        uint32
+		ok         bool
+	}{
+		{"100 to INVITE", res("100 Trying", "1 INVITE"), 100, "INVITE", 1, true},
+		{"100 to BYE", res("100 Trying", "7 BYE"), 100, "BYE", 7, true},
+		{"200 to BYE", res("200 OK", "2147483647 BYE"), 200, "BYE", 1<<31 - 1, true},
+		{"481 to BYE", res("481 Call/Transaction Does Not Exist", "3 BYE"), 481, "BYE", 3, true},
+		{"180 to INVITE", res("180 Ringing", "1 INVITE"), 0, "", 0, false},
+		{"180 to BYE", res("180 Odd", "1 BYE"), 0, "", 0, false},
+		{"200 to INVITE", res("200 OK", "1 INVITE"), 0, "", 0, false},
+		{"200 to UPDATE", res("200 OK", "2 UPDATE"), 0, "", 0, false},
+		{"CSeq too large", res("200 OK", "2147483648 BYE"), 0, "", 0, false},
+		{"no reason", "SIP/2.0 100\r\nVia: SIP/2.0/UDP h;branch=" + br + "\r\nCSeq: 1 INVITE\r\n\r\n", 0, "", 0, false},
+		{"status 099", res("099 Low", "1 BYE"), 0, "", 0, false},
+		{"folded CSeq", strings.Replace(res("200 OK", "1 BYE"), "CSeq: 1 BYE", "CSeq: 1\r\n BYE", 1), 0, "", 0, false},
+		{"branch without the cookie", strings.Replace(res("100 Trying", "1 INVITE"), "branch="+br, "branch=xyz", 1), 0, "", 0, false},
+		{"a request", "BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=" + br + "\r\nCSeq: 1 BYE\r\n\r\n", 0, "", 0, false},
+	} {
+		code, branch, method, seq, ok := rawClientResponse([]byte(c.data))
+		if ok != c.ok || code != c.code || string(method) != c.method || seq != c.seq || ok && string(branch) != br {
+			t.Errorf("%s: %d %q %q %d %v; want %d %q %q %d %v", c.name, code, branch, method, seq, ok, c.code, br, c.method, c.seq, c.ok)
+		}
+		if ok {
+			checkSameRawResponse(t, []byte(c.data))
+		}
+	}
+}
+
+// checkSameRawResponse fails when rawClientResponse reads from data what
+// sipgo's parse of data does not give.
+func checkSameRawResponse(t testing.TB, data []byte) {
+	code, branch, method, seq, ok := rawClientResponse(data)
+	if !ok {
+		return
+	}
+	m, err := sip.ParseMessage(bytes.Clone(data))
+	if err != nil {
+		return // sipgo would drop it; the peer sent it all the same
+	}
+	res, isRes := m.(*sip.Response)
+	if !isRes || res.Via() == nil || res.CSeq() == nil {
+		t.Fatalf("rawClientResponse read %q, sipgo reads no such response", data)
+	}
+	b, _ := res.Via().Params.Get("branch")
+	if res.StatusCode != code || b != string(branch) || string(res.CSeq().MethodName) != string(method) || res.CSeq().SeqNo != seq {
+		t.Fatalf("rawClientResponse read %d %q %q %d from %q, sipgo %d %q %q %d",
+			code, branch, method, seq, data, res.StatusCode, b, res.CSeq().MethodName, res.CSeq().SeqNo)
+	}
+}
+
+// FuzzRawClientResponse: what rawClientResponse reads, sipgo reads too.
+func FuzzRawClientResponse(f *testing.F) {
+	for _, data := range corpusFiles(f) {
+		f.Add(data)
+	}
+	f.Add([]byte("SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=" + branchMark + "01a\r\nCSeq: 1 INVITE\r\n\r\n"))
+	f.Add([]byte("SIP/2.0 200 OK\r\nv: SIP/2.0/UDP h:5;rport;branch=" + branchMark + "00b\r\nCSeq: 9 BYE\r\nl: 0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkSameRawResponse(t, data)
+	})
 }
 
 // answeredRaw sets up a call to the raw peer, answered and ACKed, and

@@ -636,21 +636,28 @@ func scanHeaders(rest []byte) (via, cseq []byte, ok bool) {
 // cseqMethod reads the method of a CSeq value: a number below 2**31, one
 // SP or HT, the method (sipgo keeps the rest as is; RFC 3261 §8.1.1.5).
 func cseqMethod(cseq []byte) ([]byte, bool) {
+	_, method, ok := cseqParts(cseq)
+	return method, ok
+}
+
+// cseqParts reads the number and the method of a CSeq value, as
+// cseqMethod.
+func cseqParts(cseq []byte) (uint32, []byte, bool) {
 	ws := bytes.IndexAny(cseq, " \t")
 	if ws < 1 || ws > 10 {
-		return nil, false
+		return 0, nil, false
 	}
 	seq := uint64(0)
 	for _, c := range cseq[:ws] {
 		if c < '0' || c > '9' {
-			return nil, false
+			return 0, nil, false
 		}
 		seq = seq*10 + uint64(c-'0')
 	}
 	if seq > 1<<31-1 {
-		return nil, false
+		return 0, nil, false
 	}
-	return cseq[ws+1:], true
+	return uint32(seq), cseq[ws+1:], true
 }
 
 // parseVia reads the first value of a Via header field (RFC 3261 §20.42):

@@ -36,6 +36,7 @@ const (
 	evStray                         // a 2xx retransmission to ACK again
 	evResponseUDP                   // a response to one of the shard's own client transactions (clienttx.go)
 	evUAS                           // a retransmitted INVITE, CANCEL or ACK for one of the shard's INVITE transactions (uas.go)
+	evResponseRaw                   // a 100, or a final answer to a BYE, of the shard's own client transactions, not parsed (clienttx.go)
 	evCDRDone                       // the CDR of a call is durable
 	evShutdown                      // end every call
 )
@@ -72,6 +73,10 @@ type event struct {
 	direct bool
 	sock   int
 	key    string
+	// evResponseRaw: the status code and CSeq method of a response read
+	// without sipgo's parser; key is its branch, seq its CSeq number.
+	code   int
+	method sip.RequestMethod
 	// evInvite
 	sreq        session.Request
 	rt          route
@@ -463,6 +468,8 @@ func (s *shard) handle(e event) {
 		s.onStray(e.res)
 	case evResponseUDP:
 		s.onResponseUDP(e.res)
+	case evResponseRaw:
+		s.onResponseRaw(e)
 	case evUAS:
 		s.onUAS(e)
 	case evCDRDone:
