@@ -63,3 +63,28 @@ func TestIdleShardSleeps(t *testing.T) {
 	waitFor(ctx, t, func() bool { return e.b.Stats().FreeSlots == 8 })
 	waitFor(ctx, t, asleep)
 }
+
+// TestUntilTick: every shard's next tick is the next multiple of shardTick
+// of the wall clock, strictly after now, at most shardTick away.
+func TestUntilTick(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0) // a multiple of shardTick
+	for _, c := range []struct {
+		after time.Duration
+		want  time.Duration
+	}{
+		{0, shardTick},
+		{time.Nanosecond, shardTick - time.Nanosecond},
+		{shardTick / 2, shardTick / 2},
+		{shardTick - time.Nanosecond, time.Nanosecond},
+		{7*shardTick + time.Millisecond, shardTick - time.Millisecond},
+	} {
+		now := base.Add(c.after)
+		got := untilTick(now)
+		if got != c.want {
+			t.Errorf("untilTick(base+%v) = %v, want %v", c.after, got, c.want)
+		}
+		if next := now.Add(got).UnixNano(); next%int64(shardTick) != 0 {
+			t.Errorf("base+%v: next tick at %d ns, not on the grid", c.after, next)
+		}
+	}
+}
