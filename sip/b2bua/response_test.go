@@ -128,10 +128,7 @@ func FuzzWriteResponse(f *testing.F) {
 // at most the two allocations of sipgo's Uri writer (it formats the port
 // of From's and To's URI with strconv.Itoa) once the buffer has grown.
 func TestWriteResponseAllocs(t *testing.T) {
-	req := mustRequest(t, benchInvite)
-	req.SetSource("127.0.0.1:5061")
-	hdrs := benchAnswerHeaders()
-	body := []byte(testSDP)
+	req, hdrs, body := benchAnswer(t)
 	var w bytes.Buffer
 	if n := testing.AllocsPerRun(100, func() {
 		w.Reset()
@@ -141,21 +138,22 @@ func TestWriteResponseAllocs(t *testing.T) {
 	}
 }
 
-// benchAnswerHeaders are the headers answerA adds to a 2xx: contactLine's
-// Contact, Allow, Supported, Session-Expires and Content-Type.
-func benchAnswerHeaders() []sip.Header {
-	return []sip.Header{sip.NewHeader("Contact", "<sip:sbcd@127.0.0.1:5060>"),
+// benchAnswer is SIPp's INVITE as a shard has it, and the headers and body
+// answerA adds to its 2xx: contactLine's Contact, Allow, Supported,
+// Session-Expires and Content-Type, and the SDP.
+func benchAnswer(tb testing.TB) (*sip.Request, []sip.Header, []byte) {
+	req := mustRequest(tb, benchInvite)
+	req.SetSource("127.0.0.1:5061")
+	hdrs := []sip.Header{sip.NewHeader("Contact", "<sip:sbcd@127.0.0.1:5060>"),
 		sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"),
 		sip.NewHeader("Session-Expires", "600;refresher=uac"), sip.NewHeader("Content-Type", "application/sdp")}
+	return req, hdrs, []byte(testSDP)
 }
 
 // BenchmarkResponse compares writeResponse with building the same 200 as
 // sipgo and writing it.
 func BenchmarkResponse(b *testing.B) {
-	req := mustRequest(b, benchInvite)
-	req.SetSource("127.0.0.1:5061")
-	hdrs := benchAnswerHeaders()
-	body := []byte(testSDP)
+	req, hdrs, body := benchAnswer(b)
 	var w bytes.Buffer
 	b.Run("sipgo", func(b *testing.B) {
 		b.ReportAllocs()
