@@ -141,6 +141,7 @@
 package b2bua
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -288,8 +289,10 @@ type B2BUA struct {
 	// via is the sent-by of each network ("UDP", "TCP").
 	via map[string]netip.AddrPort
 	// contactUDP is contact("UDP") written once, for the answers the
-	// shards write themselves (contactLine).
+	// shards write themselves (contactLine); sentByUDP is the sent-by of
+	// their Vias over UDP, written as sipgo writes it (writeRequest).
 	contactUDP sip.Header
+	sentByUDP  string
 
 	// params are the session-timer parameters for new calls and the next
 	// refresh (SetParams); trace is Options.Trace, changeable live.
@@ -400,6 +403,10 @@ func New(o Options) (*B2BUA, error) {
 	}
 	if _, ok := b.via["UDP"]; ok {
 		b.contactUDP = sip.NewHeader("Contact", b.contact("UDP").Value())
+		var w bytes.Buffer
+		host, port := b.sentBy("UDP")
+		writeHost(&w, host, port)
+		b.sentByUDP = w.String()
 	}
 	if o.RtxCache >= 0 && len(b.udp) > 0 {
 		size := o.RtxCache

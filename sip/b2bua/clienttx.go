@@ -385,30 +385,8 @@ func (b *B2BUA) responseDirect(p sip.TransportReadProps, data []byte) bool {
 // which is then parsed. A 100 or a BYE's answer that sipgo would refuse
 // for another header field counts all the same: the peer sent it.
 func rawClientResponse(data []byte) (code int, branch, method []byte, seq uint32, ok bool) {
-	line, rest, ok := cutLine(data)
-	// SIP/2.0 SP 3DIGIT SP reason (RFC 3261 §7.2).
-	if !ok || len(line) < 12 || requestLine(line) || !asciiEqualFold(line[:8], "sip/2.0 ") || line[11] != ' ' {
-		return 0, nil, nil, 0, false
-	}
-	for _, c := range line[8:11] {
-		if c < '0' || c > '9' {
-			return 0, nil, nil, 0, false
-		}
-		code = code*10 + int(c-'0')
-	}
-	if code < 100 {
-		return 0, nil, nil, 0, false
-	}
-	via, cseq, ok := scanHeaders(rest)
-	if !ok {
-		return 0, nil, nil, 0, false
-	}
-	seq, method, ok = cseqParts(cseq)
-	if !ok || code != 100 && (code < 200 || string(method) != "BYE") {
-		return 0, nil, nil, 0, false
-	}
-	_, _, _, branch, ok = parseVia(via)
-	if !ok || !rfc3261Branch(branch) {
+	code, branch, method, seq, ok = rawResponse(data)
+	if !ok || code != 100 && (code < 200 || string(method) != "BYE") || !rfc3261Branch(branch) {
 		return 0, nil, nil, 0, false
 	}
 	return code, branch, method, seq, true

@@ -188,11 +188,7 @@ func TestClientCancelRingingForever(t *testing.T) {
 	inv, _ := peer.expect(sip.INVITE)
 	peer.answer(inv, 180, "Ringing", "rawtag")
 	waitProvisional(ctx, t, tx, 180)
-	e.caller.cancel(ctx, c, tx)
-	bc, _ := peer.expect(sip.CANCEL)
-	if branchOf(bc) != branchOf(inv) {
-		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
-	}
+	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
 	peer.answer(bc, 200, "OK", "rawtag")
 	waitFor(ctx, t, func() bool { return e.b.Stats().ClientTx == 1 }) // the CANCEL's ended
 	e.clock.Advance(64*sip.T1 - sip.T1/2)
@@ -208,6 +204,19 @@ func TestClientCancelRingingForever(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cancelRaw has the caller cancel its call c (INVITE transaction tx) and
+// returns sbcd's CANCEL of inv, the B-leg INVITE, checked for its branch
+// (RFC 3261 §9.1).
+func cancelRaw(ctx context.Context, t *testing.T, e *env, peer *rawPeer, c *ucall, tx *sip.ClientTx, inv *sip.Request) *sip.Request {
+	t.Helper()
+	e.caller.cancel(ctx, c, tx)
+	bc, _ := peer.expect(sip.CANCEL)
+	if branchOf(bc) != branchOf(inv) {
+		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
+	}
+	return bc
 }
 
 // TestClientInviteTrying: a 100 to the B-leg INVITE, which the read
@@ -227,11 +236,7 @@ func TestClientInviteTrying(t *testing.T) {
 	if st := e.b.Stats(); st.ClientTx != 1 {
 		t.Errorf("client transactions %d, want the INVITE's", st.ClientTx)
 	}
-	e.caller.cancel(ctx, c, tx)
-	bc, _ := peer.expect(sip.CANCEL)
-	if branchOf(bc) != branchOf(inv) {
-		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
-	}
+	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
 	peer.answer(bc, 200, "OK", "")
 	peer.answer(inv, 487, "Request Terminated", "rawtag")
 	peer.expect(sip.ACK)

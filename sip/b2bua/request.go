@@ -33,24 +33,14 @@ func (s *shard) inDialogUDP(l *legState) (sock int, ok bool) {
 // branch, as sipgo writes it, without building it: newRequest parses the
 // leg's target and URIs again for every request, and sipgo writes them
 // back. The leg keeps them as sipgo wrote them, so they are written as
-// they are (TestWriteRequest holds the two to the same bytes).
+// they are. The header fields and their order are newRequest's;
+// TestWriteRequest holds the two to the same bytes.
 func (s *shard) writeRequest(w *bytes.Buffer, l *legState, method sip.RequestMethod, seq uint32, branch string) {
 	w.WriteString(string(method))
 	w.WriteByte(' ')
 	w.WriteString(l.target)
 	w.WriteString(" SIP/2.0\r\nVia: SIP/2.0/UDP ")
-	host, port := s.b.sentBy("UDP")
-	if ipv6Literal(host) {
-		w.WriteByte('[')
-		w.WriteString(host)
-		w.WriteByte(']')
-	} else {
-		w.WriteString(host)
-	}
-	if port > 0 {
-		w.WriteByte(':')
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(port), 10))
-	}
+	w.WriteString(s.b.sentByUDP)
 	w.WriteString(";branch=")
 	w.WriteString(branch)
 	w.WriteString("\r\nFrom: <")
@@ -72,8 +62,7 @@ func (s *shard) writeRequest(w *bytes.Buffer, l *legState, method sip.RequestMet
 	w.WriteString(string(method))
 	w.WriteString("\r\nMax-Forwards: 70\r\n")
 	if method != sip.BYE && method != sip.ACK && method != sip.CANCEL {
-		s.b.contactLine("UDP").StringWrite(w)
-		w.WriteString("\r\n")
+		writeHeader(w, s.b.contactLine("UDP"))
 	}
 	if method != sip.ACK {
 		w.WriteString("Supported: timer\r\n")

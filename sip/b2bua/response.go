@@ -15,7 +15,8 @@ import (
 // byte, without building it: no sip.Response, no cloned header, no uuid
 // tag. The shards answer most requests over UDP this way (respondUAS,
 // respondUDP), where sipgo's NewResponseFromRequest and the write cost
-// about 1.8 µs and 34 allocations per response (BENCHMARKS.md).
+// about 2 µs and 36 allocations per response (BenchmarkResponse,
+// BENCHMARKS.md change 16).
 //
 // As NewResponseFromRequest (RFC 3261 §8.2.6.2): Record-Route copied for
 // 18x and 2xx to a request other than REGISTER and ACK (§12.1.1, and for
@@ -39,8 +40,7 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 		(code >= 180 && code < 190 || code >= 200 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
 		for _, h := range req.Headers() {
 			if strings.EqualFold(h.Name(), "record-route") {
-				h.StringWrite(w)
-				w.WriteString("\r\n")
+				writeHeader(w, h)
 			}
 		}
 	}
@@ -54,8 +54,7 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 			top = false
 			continue
 		}
-		h.StringWrite(w)
-		w.WriteString("\r\n")
+		writeHeader(w, h)
 	}
 	if f := req.From(); f != nil {
 		w.WriteString("From: ")
@@ -76,7 +75,7 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 	}
 	if c := req.CSeq(); c != nil {
 		w.WriteString("CSeq: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(int(c.SeqNo)), 10))
+		w.Write(strconv.AppendUint(w.AvailableBuffer(), uint64(c.SeqNo), 10))
 		w.WriteByte(' ')
 		w.WriteString(string(c.MethodName))
 		w.WriteString("\r\n")
@@ -84,8 +83,7 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 	if code == 100 {
 		for _, h := range req.Headers() {
 			if strings.EqualFold(h.Name(), "timestamp") {
-				h.StringWrite(w)
-				w.WriteString("\r\n")
+				writeHeader(w, h)
 			}
 		}
 	}
@@ -93,11 +91,16 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(body)), 10))
 	w.WriteString("\r\n")
 	for _, h := range hdrs {
-		h.StringWrite(w)
-		w.WriteString("\r\n")
+		writeHeader(w, h)
 	}
 	w.WriteString("\r\n")
 	w.Write(body)
+}
+
+// writeHeader writes h and its line end.
+func writeHeader(w *bytes.Buffer, h sip.Header) {
+	h.StringWrite(w)
+	w.WriteString("\r\n")
 }
 
 // writeVia writes a Via header field as sipgo does; the top one (RFC
@@ -111,52 +114,30 @@ func writeVia(w *bytes.Buffer, v *sip.ViaHeader, top bool, source string) {
 	w.WriteByte('/')
 	w.WriteString(v.Transport)
 	w.WriteByte(' ')
-	if ipv6Literal(v.Host) {
-		w.WriteByte('[')
-		w.WriteString(v.Host)
-		w.WriteByte(']')
+	writeHost(w, v.Host, v.Port)
+	if rport, ok := v.Params.Get("rport"); top && ok && rport == "" {
+		host, port, _ := net.SplitHostPort(source)
+		writeParams(w, v.Params, sip.HeaderKV{K: "rport", V: port}, sip.HeaderKV{K: "received", V: host})
 	} else {
-		w.WriteString(v.Host)
-	}
-	if v.Port > 0 {
-		w.WriteByte(':')
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(v.Port), 10))
-	}
-	rport := false
-	if top {
-		val, ok := v.Params.Get("rport")
-		rport = ok && val == ""
-	}
-	if !rport {
-		if len(v.Params) > 0 {
-			w.WriteByte(';')
-			writeParams(w, v.Params, "", "")
-		}
-		w.WriteString("\r\n")
-		return
-	}
-	// HeaderParams.Add: the first rport and received take the values,
-	// received is added when there is none.
-	host, port, _ := net.SplitHostPort(source)
-	w.WriteByte(';')
-	rportDone, received := false, false
-	for i, kv := range v.Params {
-		if i > 0 {
-			w.WriteByte(';')
-		}
-		switch {
-		case kv.K == "rport" && !rportDone:
-			kv.V, rportDone = port, true
-		case kv.K == "received" && !received:
-			kv.V, received = host, true
-		}
-		writeParam(w, kv)
-	}
-	if !received {
-		w.WriteByte(';')
-		writeParam(w, sip.HeaderKV{K: "received", V: host})
+		writeParams(w, v.Params)
 	}
 	w.WriteString("\r\n")
+}
+
+// writeHost writes host, in brackets when sipgo writes it so
+// (ipv6Literal), and :port when port is set.
+func writeHost(w *bytes.Buffer, host string, port int) {
+	if ipv6Literal(host) {
+		w.WriteByte('[')
+		w.WriteString(host)
+		w.WriteByte(']')
+	} else {
+		w.WriteString(host)
+	}
+	if port > 0 {
+		w.WriteByte(':')
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(port), 10))
+	}
 }
 
 // writeNameAddr writes the value of a From or To header field and its
@@ -171,32 +152,34 @@ func writeNameAddr(w *bytes.Buffer, display string, addr *sip.Uri, params sip.He
 	w.WriteByte('<')
 	addr.StringWrite(w)
 	w.WriteByte('>')
-	if len(params) > 0 || tag != "" {
-		w.WriteByte(';')
-		writeParams(w, params, "tag", tag)
+	if tag == "" {
+		writeParams(w, params)
+	} else {
+		writeParams(w, params, sip.HeaderKV{K: "tag", V: tag})
 	}
 	w.WriteString("\r\n")
 }
 
-// writeParams writes params as sipgo's HeaderParams.ToStringWrite with ';',
-// the first value of key replaced by val (or key=val added) when val is
-// not empty.
-func writeParams(w *bytes.Buffer, params sip.HeaderParams, key, val string) {
-	done := val == ""
-	for i, kv := range params {
-		if i > 0 {
-			w.WriteByte(';')
+// writeParams writes params, each after a ';', as sipgo writes
+// ";"+HeaderParams.ToStringWrite(';') after HeaderParams.Add of each of
+// set (at most 64): the first parameter of its key takes its value, and
+// it is added at the end when there is none.
+func writeParams(w *bytes.Buffer, params sip.HeaderParams, set ...sip.HeaderKV) {
+	var done uint64 // bit i: set[i] took a parameter's place
+	for _, kv := range params {
+		for i, p := range set {
+			if done&(1<<i) == 0 && kv.K == p.K {
+				kv.V, done = p.V, done|1<<i
+			}
 		}
-		if !done && kv.K == key {
-			kv.V, done = val, true
-		}
+		w.WriteByte(';')
 		writeParam(w, kv)
 	}
-	if !done {
-		if len(params) > 0 {
+	for i, p := range set {
+		if done&(1<<i) == 0 {
 			w.WriteByte(';')
+			writeParam(w, p)
 		}
-		writeParam(w, sip.HeaderKV{K: key, V: val})
 	}
 }
 

@@ -540,25 +540,41 @@ func rawKey(data []byte, out []byte) ([]byte, bool) {
 // Like rawKey it is strict, allocates nothing and never reads outside
 // data.
 func rawResponseKey(data []byte, out []byte) ([]byte, bool) {
-	line, rest, ok := cutLine(data)
-	// SIP/2.0 SP 3DIGIT SP reason (RFC 3261 §7.2), 300 to 699.
-	if !ok || len(line) < 12 || requestLine(line) || !asciiEqualFold(line[:8], "sip/2.0 ") || line[11] != ' ' ||
-		line[8] < '3' || line[8] > '6' || line[9] < '0' || line[9] > '9' || line[10] < '0' || line[10] > '9' {
-		return nil, false
-	}
-	via, cseq, ok := scanHeaders(rest)
-	if !ok {
-		return nil, false
-	}
-	method, ok := cseqMethod(cseq)
-	if !ok || string(method) != "INVITE" {
-		return nil, false
-	}
-	_, _, _, branch, ok := parseVia(via)
-	if !ok {
+	code, branch, method, _, ok := rawResponse(data)
+	if !ok || code < 300 || string(method) != "INVITE" {
 		return nil, false
 	}
 	return appendClientKey(out, branch, method)
+}
+
+// rawResponse reads the status code, the top Via's branch and the CSeq
+// number and method of the raw response data, as sipgo would, strictly
+// (scanHeaders, parseVia, cseqParts): for rawResponseKey and
+// rawClientResponse. It allocates nothing and never reads outside data.
+func rawResponse(data []byte) (code int, branch, method []byte, seq uint32, ok bool) {
+	line, rest, ok := cutLine(data)
+	// SIP/2.0 SP 3DIGIT SP reason (RFC 3261 §7.2), 100 to 699.
+	if !ok || len(line) < 12 || requestLine(line) || !asciiEqualFold(line[:8], "sip/2.0 ") || line[11] != ' ' ||
+		line[8] < '1' || line[8] > '6' {
+		return 0, nil, nil, 0, false
+	}
+	for _, c := range line[8:11] {
+		if c < '0' || c > '9' {
+			return 0, nil, nil, 0, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	via, cseq, ok := scanHeaders(rest)
+	if !ok {
+		return 0, nil, nil, 0, false
+	}
+	if seq, method, ok = cseqParts(cseq); !ok {
+		return 0, nil, nil, 0, false
+	}
+	if _, _, _, branch, ok = parseVia(via); !ok {
+		return 0, nil, nil, 0, false
+	}
+	return code, branch, method, seq, true
 }
 
 // requestLine reports whether sipgo reads line as a request line: three
