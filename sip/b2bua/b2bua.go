@@ -218,9 +218,12 @@ type Options struct {
 	// no cache, sipgo keeps each such transaction for Timer J.
 	RtxCache int
 
-	// now and rand are injectable for tests.
-	now  func() time.Time
-	rand func() uint32
+	// now and rand are injectable for tests; handled, when set, is called
+	// by a shard after each event it handled, so that a test can wait for
+	// what leaves no other trace (a 100 that only stops a timer).
+	now     func() time.Time
+	rand    func() uint32
+	handled func(evKind)
 }
 
 // Registrar is what the B2BUA needs of the registrar

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,6 +105,9 @@ type env struct {
 	caller *phone         // a device
 	callee *phone         // the upstream
 	clock  *fakeClock
+	// raw counts the responses the shards took without parsing them
+	// (evResponseRaw), with withRawCount.
+	raw atomic.Int64
 
 	callerBeh behavior
 }
@@ -118,6 +122,21 @@ func withClock() envOpt {
 		}
 		e.clock = &fakeClock{now: time.Unix(1_800_000_000, 0)}
 		o.now = e.clock.Now
+	}
+}
+
+// withRawCount counts in env.raw the responses the shards took without
+// parsing them, which change nothing a test can see but timers.
+func withRawCount() envOpt {
+	return func(o *Options, e *env) {
+		if o == nil {
+			return
+		}
+		o.handled = func(k evKind) {
+			if k == evResponseRaw {
+				e.raw.Add(1)
+			}
+		}
 	}
 }
 
@@ -359,14 +378,7 @@ func TestCancel(t *testing.T) {
 	e := newEnv(t, behavior{ring: true, hold: hold}, nil)
 	ctx := testCtx(t)
 	a, tx := e.caller.invite(ctx, e.addr, "bob")
-	select {
-	case res := <-tx.Responses():
-		for res.StatusCode != 180 {
-			res = <-tx.Responses()
-		}
-	case <-ctx.Done():
-		t.Fatal("no 180")
-	}
+	until(ctx, t, tx, 180)
 	inv := e.callee.expect(ctx, sip.INVITE)
 	if st := e.b.Stats(); st.Early != 1 || st.Up != 0 || st.FreeSlots != 7 {
 		t.Errorf("stats while ringing %+v", st)

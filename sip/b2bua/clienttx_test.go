@@ -111,7 +111,7 @@ func newRawEnv(t *testing.T) (*env, *rawPeer) {
 	e := newEnv(t, behavior{}, func(o *Options) {
 		shortTimers(o)
 		o.Upstream = peer.addr().String()
-	}, withClock())
+	}, withClock(), withRawCount())
 	peer.sbcd = e.addr
 	return e, peer
 }
@@ -229,8 +229,7 @@ func TestClientInviteTrying(t *testing.T) {
 	ctx := testCtx(t)
 	c, tx := e.caller.invite(ctx, e.addr, "bob")
 	inv, _ := peer.expect(sip.INVITE)
-	peer.answer(inv, 100, "Trying", "")
-	settle() // nothing outside the shard shows that it took the 100
+	rawTaken(t, e, func() { peer.answer(inv, 100, "Trying", "") })
 	e.clock.Advance(64*sip.T1 - sip.T1/2)
 	peer.none(50 * time.Millisecond) // no Timer A
 	if st := e.b.Stats(); st.ClientTx != 1 {
@@ -371,8 +370,7 @@ func TestClientByeProceeding(t *testing.T) {
 	bye, _ := answeredRaw(t, e, peer)
 	e.clock.Advance(sip.T1)
 	peer.expect(sip.BYE) // Timer E, next at 2*T1
-	peer.answer(bye, 100, "Trying", "")
-	settle() // nothing outside the shard shows that it took the 100
+	rawTaken(t, e, func() { peer.answer(bye, 100, "Trying", "") })
 	// Timer E fires in Proceeding at 2*T1, and is reset to T2.
 	retransmissions(e.clock, []time.Duration{2 * sip.T1, sip.T2}, func() { peer.none(20 * time.Millisecond) },
 		func() { peer.expect(sip.BYE) })
@@ -451,15 +449,14 @@ func waitProvisional(ctx context.Context, t *testing.T, tx *sip.ClientTx, code i
 	}
 }
 
-// settle gives the read loop and a shard time to handle a datagram the
-// test cannot observe being handled: longer under -short, which only the
-// emulated arm64 run uses.
-func settle() {
-	if testing.Short() {
-		time.Sleep(300 * time.Millisecond)
-		return
-	}
-	time.Sleep(30 * time.Millisecond)
+// rawTaken runs send, which sends a response the read filter hands to a
+// shard without parsing it, and waits until a shard took it: nothing else
+// shows that it did (it only stops timers).
+func rawTaken(t *testing.T, e *env, send func()) {
+	t.Helper()
+	n := e.raw.Load()
+	send()
+	waitFor(testCtx(t), t, func() bool { return e.raw.Load() > n })
 }
 
 // TestByeTwiceBeforeCached: a BYE retransmission the shard gets before

@@ -339,6 +339,27 @@ func (p *phone) invite(ctx context.Context, dest netip.AddrPort, user string, hd
 	return c, tx
 }
 
+// until reads responses of tx until one with code, failing on a final
+// response before it.
+func until(ctx context.Context, t *testing.T, tx *sip.ClientTx, code int) {
+	t.Helper()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode == code {
+				return
+			}
+			if res.StatusCode >= 200 {
+				t.Fatalf("answer %d before %d", res.StatusCode, code)
+			}
+		case <-tx.Done():
+			t.Fatalf("transaction ended before %d: %v", code, tx.Err())
+		case <-ctx.Done():
+			t.Fatalf("no %d: %v", code, ctx.Err())
+		}
+	}
+}
+
 // final reads responses of tx until a final one.
 func final(ctx context.Context, t *testing.T, tx *sip.ClientTx) (*sip.Response, []int) {
 	t.Helper()

@@ -286,6 +286,9 @@ func (s *shard) run() {
 				s.asleep.Store(false)
 			}
 			s.handle(e)
+			if s.b.o.handled != nil {
+				s.b.o.handled(e.kind)
+			}
 		case <-tc:
 			s.tick()
 			t.Reset(untilTick(time.Now()))

@@ -146,6 +146,11 @@ func TestEarlyTimeout(t *testing.T) {
 	ctx := testCtx(t)
 	_, tx := e.caller.invite(ctx, e.addr, "bob")
 	e.callee.expect(ctx, sip.INVITE)
+	// The 180 must have reached sbcd before the clock jumps: the jump also
+	// passes Timer B (64*T1 = 1.6 s here), which ends an INVITE that has
+	// no provisional answer yet (RFC 3261 §17.1.1.2) and with it the
+	// CANCEL held back for one (§9.1).
+	until(ctx, t, tx, 180)
 	e.clock.Advance(11 * time.Second)
 	if res, _ := final(ctx, t, tx); res.StatusCode != 408 {
 		t.Errorf("answer %d, want 408", res.StatusCode)
