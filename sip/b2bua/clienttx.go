@@ -269,12 +269,12 @@ func (s *shard) onResponseUDP(res *sip.Response) {
 
 // onResponseRaw takes a response responseDirect did not parse
 // (rawClientResponse): to its transaction it is a response with that
-// status code and nothing else to read; a stray one is dropped, as
-// onStrayUDP drops a stray 100 or answer to a BYE.
+// status line and nothing else to read; a stray one is dropped, as
+// onStrayUDP drops a stray provisional answer or answer to a BYE.
 func (s *shard) onResponseRaw(e event) {
 	key := ctKey{branch: e.key, method: e.method}
 	if ct, ok := s.cts[key]; ok && ct.seq == e.seq {
-		s.clientResponse(key, ct, sip.NewResponse(e.code, ""))
+		s.clientResponse(key, ct, sip.NewResponse(e.code, e.reason))
 	}
 }
 
@@ -342,13 +342,14 @@ func (b *B2BUA) responseDirect(p sip.TransportReadProps, data []byte) bool {
 	if !bytes.Contains(data, []byte(branchMark)) {
 		return false
 	}
-	if code, branch, method, seq, ok := rawClientResponse(data); ok {
-		s, ok := b.branchShard(string(branch))
+	if r, ok := rawClientResponse(data); ok {
+		s, ok := b.branchShard(string(r.branch))
 		if !ok {
 			return false
 		}
 		b.traceData("recv", data)
-		s.postLater(event{kind: evResponseRaw, key: string(branch), method: sip.RequestMethod(method), seq: seq, code: code})
+		s.postLater(event{kind: evResponseRaw, key: string(r.branch), method: sip.RequestMethod(r.method), seq: r.seq,
+			code: r.code, reason: reasonString(r.reason)})
 		return true
 	}
 	m, err := b.parser.ParseSIP(data)
@@ -375,21 +376,46 @@ func (b *B2BUA) responseDirect(p sip.TransportReadProps, data []byte) bool {
 	return true
 }
 
-// rawClientResponse reads, without parsing the datagram, the two kinds of
-// response to sbcd's own client transactions that a shard reads nothing
-// in: a 100 (Trying) to any request, which only stops the request's
-// retransmissions (RFC 3261 §17.1.1.2, §17.1.2.2), and a final answer to
-// a BYE, which only ends its transaction. It returns the status code, the
-// top Via's branch and the CSeq number and method; false for any other
-// response, and for one scanHeaders does not read exactly as sipgo would,
-// which is then parsed. A 100 or a BYE's answer that sipgo would refuse
-// for another header field counts all the same: the peer sent it.
-func rawClientResponse(data []byte) (code int, branch, method []byte, seq uint32, ok bool) {
-	code, branch, method, seq, ok = rawResponse(data)
-	if !ok || code != 100 && (code < 200 || string(method) != "BYE") || !rfc3261Branch(branch) {
-		return 0, nil, nil, 0, false
+// rawClientResponse reads, without parsing the datagram, the kinds of
+// response to sbcd's own client transactions that a shard needs no more
+// of than the status line and the transaction they belong to:
+//   - a 100 (Trying) to any request, which only stops the request's
+//     retransmissions (RFC 3261 §17.1.1.2, §17.1.2.2);
+//   - any other provisional answer to an INVITE without a body (the
+//     callee's 180 Ringing), which a shard relays to the caller with its
+//     status line only;
+//   - a final answer to a BYE, which only ends its transaction.
+//
+// It returns false for any other response, and for one scanHeaders does
+// not read exactly as sipgo would, which is then parsed. Such a response
+// that sipgo would refuse for another header field counts all the same:
+// the peer sent it.
+func rawClientResponse(data []byte) (rawRes, bool) {
+	r, ok := rawResponse(data)
+	if !ok || !rfc3261Branch(r.branch) {
+		return rawRes{}, false
 	}
-	return code, branch, method, seq, true
+	switch {
+	case r.code == 100,
+		r.code < 200 && r.noBody && string(r.method) == "INVITE",
+		r.code >= 200 && string(r.method) == "BYE":
+		return r, true
+	}
+	return rawRes{}, false
+}
+
+// reasonString is the Reason-Phrase reason as a string, without
+// allocating for the usual ones.
+func reasonString(reason []byte) string {
+	switch string(reason) {
+	case "Ringing":
+		return "Ringing"
+	case "OK":
+		return "OK"
+	case "Trying":
+		return "Trying"
+	}
+	return string(reason)
 }
 
 // non2xxAck builds the ACK of res, a 300–699 final answer to inv (RFC 3261

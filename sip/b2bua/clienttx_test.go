@@ -138,8 +138,8 @@ func TestClientInviteRetransmitAndReject(t *testing.T) {
 		}
 	})
 	peer.answer(inv, 180, "Ringing", "rawtag")
-	waitProvisional(ctx, t, tx, 180) // relayed: the shard has it
-	e.clock.Advance(64 * sip.T1)     // neither Timer A nor Timer B once Proceeding
+	until(ctx, t, tx, 180)       // relayed: the shard has it
+	e.clock.Advance(64 * sip.T1) // neither Timer A nor Timer B once Proceeding
 	peer.none(50 * time.Millisecond)
 
 	peer.answer(inv, 486, "Busy Here", "rawtag")
@@ -187,7 +187,7 @@ func TestClientCancelRingingForever(t *testing.T) {
 	c, tx := e.caller.invite(ctx, e.addr, "bob")
 	inv, _ := peer.expect(sip.INVITE)
 	peer.answer(inv, 180, "Ringing", "rawtag")
-	waitProvisional(ctx, t, tx, 180)
+	until(ctx, t, tx, 180)
 	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
 	peer.answer(bc, 200, "OK", "rawtag")
 	waitFor(ctx, t, func() bool { return e.b.Stats().ClientTx == 1 }) // the CANCEL's ended
@@ -217,6 +217,61 @@ func cancelRaw(ctx context.Context, t *testing.T, e *env, peer *rawPeer, c *ucal
 		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
 	}
 	return bc
+}
+
+// TestProvisionalRelay: the callee's 180 without a body, which the read
+// filter hands over without parsing it (rawClientResponse), and its 183
+// with SDP, which it parses, both reach the caller with their status line,
+// sbcd's own To tag (RFC 3261 §12.1.1: the B2BUA is the UAS of the
+// A-leg) and, for the 183, the body and its Content-Type.
+func TestProvisionalRelay(t *testing.T) {
+	e, peer := newRawEnv(t)
+	ctx := testCtx(t)
+	c, tx := e.caller.invite(ctx, e.addr, "bob")
+	inv, _ := peer.expect(sip.INVITE)
+	rawTaken(t, e, func() { peer.answer(inv, 180, "Ringing", "rawtag") })
+	res183 := sip.NewResponseFromRequest(inv, 183, "Session Progress", []byte(calleeSDP))
+	res183.To().Params.Add("tag", "rawtag")
+	res183.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	if _, err := peer.c.WriteToUDPAddrPort([]byte(res183.String()), peer.sbcd); err != nil {
+		t.Fatal(err)
+	}
+	var got []*sip.Response
+	for len(got) < 2 {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode != 100 {
+				got = append(got, res)
+			}
+		case <-ctx.Done():
+			t.Fatalf("caller got %d provisional answers, want 180 and 183", len(got))
+		}
+	}
+	for i, want := range []struct {
+		code         int
+		reason, body string
+		contentType  string
+	}{{180, "Ringing", "", ""}, {183, "Session Progress", calleeSDP, "application/sdp"}} {
+		res := got[i]
+		tag, _ := res.To().Params.Get("tag")
+		ct := ""
+		if h := res.ContentType(); h != nil {
+			ct = h.Value()
+		}
+		if res.StatusCode != want.code || res.Reason != want.reason || string(res.Body()) != want.body ||
+			ct != want.contentType || tag == "" || tag == "rawtag" {
+			t.Errorf("caller got %d %q tag %q body %q type %q; want %d %q, sbcd's tag, body %q type %q",
+				res.StatusCode, res.Reason, tag, res.Body(), ct, want.code, want.reason, want.body, want.contentType)
+		}
+	}
+	if n := e.raw.Load(); n != 1 {
+		t.Errorf("responses taken without parsing: %d, want the 180's", n)
+	}
+	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
+	peer.answer(bc, 200, "OK", "")
+	peer.answer(inv, 487, "Request Terminated", "rawtag")
+	peer.expect(sip.ACK)
+	waitClientTx(t, e.b)
 }
 
 // TestClientInviteTrying: a 100 to the B-leg INVITE, which the read
@@ -261,8 +316,16 @@ func TestRawClientResponse(t *testing.T) {
 		{"100 to BYE", res("100 Trying", "7 BYE"), 100, "BYE", 7, true},
 		{"200 to BYE", res("200 OK", "2147483647 BYE"), 200, "BYE", 1<<31 - 1, true},
 		{"481 to BYE", res("481 Call/Transaction Does Not Exist", "3 BYE"), 481, "BYE", 3, true},
-		{"180 to INVITE", res("180 Ringing", "1 INVITE"), 0, "", 0, false},
+		{"180 to INVITE", res("180 Ringing", "1 INVITE"), 180, "INVITE", 1, true},
+		{"183 without Content-Length", strings.Replace(res("183 Session Progress", "4 INVITE"), "Content-Length: 0\r\n", "", 1), 183, "INVITE", 4, true},
+		{"181 with l: 00", strings.Replace(res("181 Forwarded", "5 INVITE"), "Content-Length: 0", "l: 00", 1), 181, "INVITE", 5, true},
+		{"183 with a body", strings.Replace(res("183 Session Progress", "1 INVITE"), "Content-Length: 0\r\n\r\n", "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n", 1), 0, "", 0, false},
+		{"180 with a body and no Content-Length", strings.Replace(res("180 Ringing", "1 INVITE"), "Content-Length: 0\r\n\r\n", "\r\nv=0\n", 1), 0, "", 0, false},
+		{"180 with Content-Length 4 and none", strings.Replace(res("180 Ringing", "1 INVITE"), "Content-Length: 0", "Content-Length: 4", 1), 0, "", 0, false},
+		{"180 with two Content-Length", strings.Replace(res("180 Ringing", "1 INVITE"), "Content-Length: 0", "Content-Length: 0\r\nl: 0", 1), 0, "", 0, false},
+		{"180 with a folded Content-Length", strings.Replace(res("180 Ringing", "1 INVITE"), "Content-Length: 0", "Content-Length:\r\n 0", 1), 0, "", 0, false},
 		{"180 to BYE", res("180 Odd", "1 BYE"), 0, "", 0, false},
+		{"180 to UPDATE", res("180 Odd", "1 UPDATE"), 0, "", 0, false},
 		{"200 to INVITE", res("200 OK", "1 INVITE"), 0, "", 0, false},
 		{"200 to UPDATE", res("200 OK", "2 UPDATE"), 0, "", 0, false},
 		{"CSeq too large", res("200 OK", "2147483648 BYE"), 0, "", 0, false},
@@ -272,9 +335,9 @@ func TestRawClientResponse(t *testing.T) {
 		{"branch without the cookie", strings.Replace(res("100 Trying", "1 INVITE"), "branch="+br, "branch=xyz", 1), 0, "", 0, false},
 		{"a request", "BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=" + br + "\r\nCSeq: 1 BYE\r\n\r\n", 0, "", 0, false},
 	} {
-		code, branch, method, seq, ok := rawClientResponse([]byte(c.data))
-		if ok != c.ok || code != c.code || string(method) != c.method || seq != c.seq || ok && string(branch) != br {
-			t.Errorf("%s: %d %q %q %d %v; want %d %q %q %d %v", c.name, code, branch, method, seq, ok, c.code, br, c.method, c.seq, c.ok)
+		r, ok := rawClientResponse([]byte(c.data))
+		if ok != c.ok || r.code != c.code || string(r.method) != c.method || r.seq != c.seq || ok && string(r.branch) != br {
+			t.Errorf("%s: %d %q %q %d %v; want %d %q %q %d %v", c.name, r.code, r.branch, r.method, r.seq, ok, c.code, br, c.method, c.seq, c.ok)
 		}
 		if ok {
 			checkSameRawResponse(t, []byte(c.data))
@@ -283,12 +346,14 @@ func TestRawClientResponse(t *testing.T) {
 }
 
 // checkSameRawResponse fails when rawClientResponse reads from data what
-// sipgo's parse of data does not give.
+// sipgo's parse of data does not give: the status line, the branch, the
+// CSeq and, for a provisional answer to an INVITE, no body.
 func checkSameRawResponse(t testing.TB, data []byte) {
-	code, branch, method, seq, ok := rawClientResponse(data)
+	r, ok := rawClientResponse(data)
 	if !ok {
 		return
 	}
+	code, branch, method, seq := r.code, r.branch, r.method, r.seq
 	m, err := sip.ParseMessage(bytes.Clone(data))
 	if err != nil {
 		return // sipgo would drop it; the peer sent it all the same
@@ -302,6 +367,12 @@ func checkSameRawResponse(t testing.TB, data []byte) {
 		t.Fatalf("rawClientResponse read %d %q %q %d from %q, sipgo %d %q %q %d",
 			code, branch, method, seq, data, res.StatusCode, b, res.CSeq().MethodName, res.CSeq().SeqNo)
 	}
+	if reasonString(r.reason) != res.Reason {
+		t.Fatalf("rawClientResponse read reason %q from %q, sipgo %q", r.reason, data, res.Reason)
+	}
+	if code > 100 && code < 200 && len(res.Body()) != 0 {
+		t.Fatalf("rawClientResponse read no body in %q, sipgo %q", data, res.Body())
+	}
 }
 
 // FuzzRawClientResponse: what rawClientResponse reads, sipgo reads too.
@@ -311,6 +382,7 @@ func FuzzRawClientResponse(f *testing.F) {
 	}
 	f.Add([]byte("SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=" + branchMark + "01a\r\nCSeq: 1 INVITE\r\n\r\n"))
 	f.Add([]byte("SIP/2.0 200 OK\r\nv: SIP/2.0/UDP h:5;rport;branch=" + branchMark + "00b\r\nCSeq: 9 BYE\r\nl: 0\r\n\r\n"))
+	f.Add([]byte("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=" + branchMark + "00c\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkSameRawResponse(t, data)
 	})
@@ -432,21 +504,6 @@ func (e *env) answeredCall(ctx context.Context) (*ucall, *sip.ClientTx, *sip.Res
 		e.t.Fatalf("answer %d", res.StatusCode)
 	}
 	return a, tx, res
-}
-
-// waitProvisional reads the caller's responses until code.
-func waitProvisional(ctx context.Context, t *testing.T, tx *sip.ClientTx, code int) {
-	t.Helper()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode == code {
-				return
-			}
-		case <-ctx.Done():
-			t.Fatalf("no %d", code)
-		}
-	}
 }
 
 // rawTaken runs send, which sends a response the read filter hands to a

@@ -519,15 +519,15 @@ func rawKey(data []byte, out []byte) ([]byte, bool) {
 	if asciiEqualFold(line[:sp], "ack") {
 		return nil, false // never kept: skip the headers
 	}
-	via, cseq, ok := scanHeaders(rest)
+	h, ok := scanHeaders(rest)
 	if !ok {
 		return nil, false
 	}
-	method, ok := cseqMethod(cseq)
+	method, ok := cseqMethod(h.cseq)
 	if !ok {
 		return nil, false
 	}
-	_, host, port, branch, ok := parseVia(via)
+	_, host, port, branch, ok := parseVia(h.via)
 	if !ok {
 		return nil, false
 	}
@@ -540,41 +540,54 @@ func rawKey(data []byte, out []byte) ([]byte, bool) {
 // Like rawKey it is strict, allocates nothing and never reads outside
 // data.
 func rawResponseKey(data []byte, out []byte) ([]byte, bool) {
-	code, branch, method, _, ok := rawResponse(data)
-	if !ok || code < 300 || string(method) != "INVITE" {
+	r, ok := rawResponse(data)
+	if !ok || r.code < 300 || string(r.method) != "INVITE" {
 		return nil, false
 	}
-	return appendClientKey(out, branch, method)
+	return appendClientKey(out, r.branch, r.method)
 }
 
-// rawResponse reads the status code, the top Via's branch and the CSeq
-// number and method of the raw response data, as sipgo would, strictly
-// (scanHeaders, parseVia, cseqParts): for rawResponseKey and
-// rawClientResponse. It allocates nothing and never reads outside data.
-func rawResponse(data []byte) (code int, branch, method []byte, seq uint32, ok bool) {
+// rawRes is what rawResponse reads of a response.
+type rawRes struct {
+	code   int
+	reason []byte // the Reason-Phrase, as sipgo keeps it
+	branch []byte // of the top Via
+	method []byte // of the CSeq
+	seq    uint32 // of the CSeq
+	noBody bool   // rawHead.noBody
+}
+
+// rawResponse reads the status line, the top Via's branch, the CSeq
+// number and method of the raw response data, and whether it has a body,
+// as sipgo would, strictly (scanHeaders, parseVia, cseqParts): for
+// rawResponseKey and rawClientResponse. It allocates nothing and never
+// reads outside data.
+func rawResponse(data []byte) (r rawRes, ok bool) {
 	line, rest, ok := cutLine(data)
 	// SIP/2.0 SP 3DIGIT SP reason (RFC 3261 §7.2), 100 to 699.
 	if !ok || len(line) < 12 || requestLine(line) || !asciiEqualFold(line[:8], "sip/2.0 ") || line[11] != ' ' ||
 		line[8] < '1' || line[8] > '6' {
-		return 0, nil, nil, 0, false
+		return rawRes{}, false
 	}
 	for _, c := range line[8:11] {
 		if c < '0' || c > '9' {
-			return 0, nil, nil, 0, false
+			return rawRes{}, false
 		}
-		code = code*10 + int(c-'0')
+		r.code = r.code*10 + int(c-'0')
 	}
-	via, cseq, ok := scanHeaders(rest)
+	r.reason = line[12:]
+	h, ok := scanHeaders(rest)
 	if !ok {
-		return 0, nil, nil, 0, false
+		return rawRes{}, false
 	}
-	if seq, method, ok = cseqParts(cseq); !ok {
-		return 0, nil, nil, 0, false
+	if r.seq, r.method, ok = cseqParts(h.cseq); !ok {
+		return rawRes{}, false
 	}
-	if _, _, _, branch, ok = parseVia(via); !ok {
-		return 0, nil, nil, 0, false
+	if _, _, _, r.branch, ok = parseVia(h.via); !ok {
+		return rawRes{}, false
 	}
-	return code, branch, method, seq, true
+	r.noBody = h.noBody()
+	return r, true
 }
 
 // requestLine reports whether sipgo reads line as a request line: three
@@ -595,58 +608,86 @@ func requestLine(line []byte) bool {
 	return len(v) >= 3 && bytes.IndexByte(v, ' ') < 0 && (string(v[:3]) == "sip" || string(v[:3]) == "SIP")
 }
 
-// scanHeaders finds the values of the first Via and of the CSeq header
-// field in the header section rest, as sipgo reads them: it keeps the
-// first Via but the last CSeq, so a second CSeq is no key; a folded Via or
-// CSeq line, or a first header line that starts with white space, is
-// none either (sipgo joins continuation lines, RFC 3261 §7.3.1).
-func scanHeaders(rest []byte) (via, cseq []byte, ok bool) {
+// rawHead is what scanHeaders reads of a header section.
+type rawHead struct {
+	via, cseq []byte // the values of the first Via and of the CSeq
+	length    []byte // the value of Content-Length (l); nil: none
+	body      []byte // what follows the empty line
+}
+
+// scanHeaders finds the values of the first Via, of the CSeq and of the
+// Content-Length header field in the header section rest, as sipgo reads
+// them: it keeps the first Via but the last CSeq, so a second CSeq (or
+// Content-Length) is no key; a folded Via, CSeq or Content-Length line,
+// or a first header line that starts with white space, is none either
+// (sipgo joins continuation lines, RFC 3261 §7.3.1).
+func scanHeaders(rest []byte) (h rawHead, ok bool) {
 	first := true
 	for {
 		line, next, ok := cutLine(rest)
 		if !ok {
-			return nil, nil, false
+			return rawHead{}, false
 		}
+		rest = next
 		if len(line) == 0 {
 			break // the end of the header section
 		}
 		folded := len(next) > 0 && (next[0] == ' ' || next[0] == '\t')
-		rest = next
 		if line[0] == ' ' || line[0] == '\t' {
 			if first {
-				return nil, nil, false
+				return rawHead{}, false
 			}
 			continue // part of the line before
 		}
 		first = false
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
-			return nil, nil, false
+			return rawHead{}, false
 		}
 		name := bytes.TrimSpace(line[:colon])
 		isVia := asciiEqualFold(name, "via") || asciiEqualFold(name, "v")
 		isCSeq := asciiEqualFold(name, "cseq")
-		if (isVia || isCSeq) && folded {
-			return nil, nil, false
+		isLength := asciiEqualFold(name, "content-length") || asciiEqualFold(name, "l")
+		if (isVia || isCSeq || isLength) && folded {
+			return rawHead{}, false
 		}
+		value := bytes.TrimSpace(line[colon+1:])
 		switch {
-		case isVia && via == nil:
-			if via = bytes.TrimSpace(line[colon+1:]); len(via) == 0 {
-				return nil, nil, false
+		case isVia && h.via == nil:
+			if h.via = value; len(value) == 0 {
+				return rawHead{}, false
 			}
 		case isCSeq:
-			if cseq != nil {
-				return nil, nil, false
+			if h.cseq != nil || len(value) == 0 {
+				return rawHead{}, false
 			}
-			if cseq = bytes.TrimSpace(line[colon+1:]); len(cseq) == 0 {
-				return nil, nil, false
+			h.cseq = value
+		case isLength:
+			if h.length != nil || len(value) == 0 {
+				return rawHead{}, false
 			}
+			h.length = value
 		}
 	}
-	if via == nil || cseq == nil {
-		return nil, nil, false
+	if h.via == nil || h.cseq == nil {
+		return rawHead{}, false
 	}
-	return via, cseq, true
+	h.body = rest
+	return h, true
+}
+
+// noBody reports whether the message of h has no body: nothing after the
+// empty line, and a Content-Length of 0 or none (RFC 3261 §20.14).
+func (h *rawHead) noBody() bool {
+	if len(h.body) != 0 || len(h.length) > 10 {
+		return false
+	}
+	for _, c := range h.length {
+		if c != '0' {
+			return false
+		}
+	}
+	return true
 }
 
 // cseqMethod reads the method of a CSeq value: a number below 2**31, one

@@ -36,7 +36,7 @@ const (
 	evStray                         // a 2xx retransmission to ACK again
 	evResponseUDP                   // a response to one of the shard's own client transactions (clienttx.go)
 	evUAS                           // a retransmitted INVITE, CANCEL or ACK for one of the shard's INVITE transactions (uas.go)
-	evResponseRaw                   // a 100, or a final answer to a BYE, of the shard's own client transactions, not parsed (clienttx.go)
+	evResponseRaw                   // a 100, a 1xx to INVITE without body or a final answer to a BYE, of the shard's own client transactions, not parsed (clienttx.go)
 	evCDRDone                       // the CDR of a call is durable
 	evShutdown                      // end every call
 )
@@ -73,9 +73,11 @@ type event struct {
 	direct bool
 	sock   int
 	key    string
-	// evResponseRaw: the status code and CSeq method of a response read
-	// without sipgo's parser; key is its branch, seq its CSeq number.
+	// evResponseRaw: the status code, Reason-Phrase and CSeq method of a
+	// response read without sipgo's parser; key is its branch, seq its
+	// CSeq number.
 	code   int
+	reason string
 	method sip.RequestMethod
 	// evInvite
 	sreq        session.Request
