@@ -106,8 +106,8 @@ type env struct {
 	callee *phone         // the upstream
 	clock  *fakeClock
 	// raw counts the responses the shards took without parsing them
-	// (evResponseRaw), with withRawCount.
-	raw atomic.Int64
+	// (evResponseRaw), rawAcks the ACKs (evAck), with withRawCount.
+	raw, rawAcks atomic.Int64
 
 	callerBeh behavior
 }
@@ -125,16 +125,20 @@ func withClock() envOpt {
 	}
 }
 
-// withRawCount counts in env.raw the responses the shards took without
-// parsing them, which change nothing a test can see but timers.
+// withRawCount counts in env.raw and env.rawAcks the responses and ACKs
+// the shards took without parsing them, which change nothing a test can
+// see but timers.
 func withRawCount() envOpt {
 	return func(o *Options, e *env) {
 		if o == nil {
 			return
 		}
 		o.handled = func(k evKind) {
-			if k == evResponseRaw {
+			switch k {
+			case evResponseRaw:
 				e.raw.Add(1)
+			case evAck:
+				e.rawAcks.Add(1)
 			}
 		}
 	}

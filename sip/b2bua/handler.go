@@ -137,6 +137,17 @@ func (b *B2BUA) ackDirect(p sip.TransportReadProps, data []byte) bool {
 	if len(data) < 4 || !asciiEqualFold(data[:4], "ack ") {
 		return false
 	}
+	if a, ok := rawAck(data); ok {
+		// The usual ACK, of a 2xx, read without parsing it: all a shard
+		// needs of it is its dialog and CSeq number (onAck).
+		var kb [256]byte
+		key := appendInviteKey(kb[:0], a.branch, a.host, a.port)
+		if s, ok := b.tagShard(string(a.toTag)); ok && b.invites.ownerBytes(key) == ownerNone {
+			b.traceData("recv", data)
+			s.postLater(event{kind: evAck, callID: string(a.callID), tag: string(a.toTag), seq: a.seq})
+			return true
+		}
+	}
 	req, _, ok := b.parseDirect(p, data)
 	if !ok || !req.IsAck() {
 		return false // sipgo drops what it cannot parse
@@ -288,6 +299,27 @@ func (k *txKeys) owner(key string) txOwner {
 	o := k.m[key]
 	k.mu.Unlock()
 	return o
+}
+
+// ownerBytes is owner for a key in bytes, without allocating.
+func (k *txKeys) ownerBytes(key []byte) txOwner {
+	k.mu.Lock()
+	o := k.m[string(key)]
+	k.mu.Unlock()
+	return o
+}
+
+// appendInviteKey appends to out sipgo's key of the INVITE server
+// transaction whose top Via has branch and sent-by host and port: the
+// key sip.ServerTxKeyMake gives the INVITE and its ACK (RFC 3261 §17.2.3).
+func appendInviteKey(out, branch, host []byte, port int) []byte {
+	out = append(out, branch...)
+	out = append(out, sip.TxSeperator...)
+	out = append(out, host...)
+	out = append(out, sip.TxSeperator...)
+	out = strconv.AppendInt(out, int64(port), 10)
+	out = append(out, sip.TxSeperator...)
+	return append(out, sip.INVITE...)
 }
 
 // refused answers req with r and ends tx when r is a refusal.

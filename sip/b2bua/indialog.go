@@ -34,9 +34,13 @@ func (s *shard) onInDialog(e event) {
 		return
 	}
 	tag, _ := req.To().Params.Get("tag")
+	if req.IsAck() {
+		s.onAck(cid.Value(), tag, cseq.SeqNo)
+		return
+	}
 	id, leg, ok := s.tab.Lookup(cid.Value(), tag)
 	if !ok {
-		// RFC 3261 §12.2.2: no such dialog. An ACK gets no answer.
+		// RFC 3261 §12.2.2: no such dialog.
 		reply(481, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -44,18 +48,6 @@ func (s *shard) onInDialog(e event) {
 	defer s.touch(id, slot)
 	st := &slot.Data
 	l := &st.legs[leg]
-	if req.IsAck() {
-		// The caller's ACK of sbcd's 2xx. After a BYE that overtook it
-		// the call has ended and the ACK is simply ignored.
-		if leg == legA {
-			slot.Call.Acked()
-			st.ackDone()
-		}
-		if r := &st.reok[leg]; r.res != nil && cseq.SeqNo == r.seq {
-			r.done() // the ACK of sbcd's 2xx to a re-INVITE
-		}
-		return
-	}
 	if req.Method == sip.BYE && cseq.SeqNo == l.remoteSeq && !l.established {
 		// RFC 3261 §17.2.2: a retransmission of the BYE sbcd answered,
 		// which got here before its answer was in the retransmission
@@ -89,6 +81,29 @@ func (s *shard) onInDialog(e event) {
 		reply(200, "OK", sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
 	default:
 		s.pass(id, slot, leg, req, tx)
+	}
+}
+
+// onAck takes an ACK with seq as CSeq number in the dialog callID and
+// tag names, parsed (onInDialog) or not (ackDirect). An ACK gets no
+// answer: one that matches no dialog is dropped (RFC 3261 §12.2.2), as
+// is one that a BYE overtook.
+func (s *shard) onAck(callID, tag string, seq uint32) {
+	id, leg, ok := s.tab.Lookup(callID, tag)
+	if !ok {
+		return
+	}
+	slot, _ := s.tab.Get(id)
+	defer s.touch(id, slot)
+	st := &slot.Data
+	if leg == legA {
+		// The caller's ACK of sbcd's 2xx (RFC 3261 §13.2.2.4): its
+		// retransmissions stop.
+		slot.Call.Acked()
+		st.ackDone()
+	}
+	if r := &st.reok[leg]; r.res != nil && seq == r.seq {
+		r.done() // the ACK of sbcd's 2xx to a re-INVITE
 	}
 }
 

@@ -58,6 +58,108 @@ func rawResponse(data []byte) (r rawRes, ok bool) {
 	return r, true
 }
 
+// rawAckRes is what rawAck reads of an ACK.
+type rawAckRes struct {
+	branch, host []byte // of the top Via: with port, its INVITE's transaction
+	port         int
+	callID       []byte
+	toTag        []byte
+	seq          uint32 // of the CSeq
+}
+
+// rawAck reads what the read filter needs of an ACK (ackDirect): the top
+// Via's branch and sent-by, which name the INVITE transaction it may
+// belong to (RFC 3261 §17.2.3), the Call-ID and To tag, which name its
+// dialog (§12.2.2), and the CSeq number, which names the INVITE it
+// acknowledges (§13.2.2.4). It reads them as sipgo would, strictly; an
+// ACK without a To tag, or whose To it does not read exactly as sipgo
+// would, is not its (toTag).
+func rawAck(data []byte) (a rawAckRes, ok bool) {
+	line, rest, ok := cutLine(data)
+	if !ok || len(line) < 4 || !asciiEqualFold(line[:4], "ack ") || !requestLine(line) {
+		return rawAckRes{}, false
+	}
+	h, ok := scanHeaders(rest)
+	if !ok || h.callID == nil || h.to == nil || !h.from {
+		return rawAckRes{}, false
+	}
+	seq, method, ok := cseqParts(h.cseq)
+	if !ok || string(method) != "ACK" {
+		return rawAckRes{}, false
+	}
+	_, host, port, branch, ok := parseVia(h.via)
+	if !ok || !rfc3261Branch(branch) || len(host) == 0 {
+		return rawAckRes{}, false
+	}
+	tag, ok := toTag(h.to)
+	if !ok {
+		return rawAckRes{}, false
+	}
+	return rawAckRes{branch: branch, host: host, port: port, callID: h.callID, toTag: tag, seq: seq}, true
+}
+
+// toTag reads the tag parameter of a To value (RFC 3261 §20.39), as
+// sipgo would, in the one form it reads strictly: an optional display
+// name without quotes, the URI in angle brackets, then parameters with
+// token values and no white space; the tag must be there, once.
+func toTag(to []byte) ([]byte, bool) {
+	if bytes.IndexByte(to, '"') >= 0 || bytes.IndexByte(to, ',') >= 0 {
+		return nil, false
+	}
+	lt := bytes.IndexByte(to, '<')
+	if lt < 0 {
+		return nil, false
+	}
+	gt := bytes.IndexByte(to[lt:], '>')
+	if gt < 0 {
+		return nil, false
+	}
+	params := to[lt+gt+1:]
+	if bytes.IndexByte(to[lt+1:], '<') >= 0 || bytes.IndexAny(params, " \t>") >= 0 {
+		return nil, false
+	}
+	var tag []byte
+	for len(params) > 0 {
+		if params[0] != ';' {
+			return nil, false
+		}
+		params = params[1:]
+		p := params
+		if i := bytes.IndexByte(params, ';'); i >= 0 {
+			p, params = params[:i], params[i:]
+		} else {
+			params = nil
+		}
+		name, value, _ := bytes.Cut(p, []byte("="))
+		if !isToken(name) {
+			return nil, false
+		}
+		if asciiEqualFold(name, "tag") {
+			if string(name) != "tag" || tag != nil || !isToken(value) {
+				return nil, false
+			}
+			tag = value
+		}
+	}
+	return tag, tag != nil
+}
+
+// isToken reports whether b is a non-empty token (RFC 3261 §25.1).
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case bytes.IndexByte([]byte("-.!%*_+`'~"), c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // requestLine reports whether sipgo reads line as a request line: three
 // parts separated by spaces, the last without a space and starting with
 // sip or SIP (RFC 3261 §7.1: Method SP Request-URI SP SIP-Version). It
@@ -78,17 +180,20 @@ func requestLine(line []byte) bool {
 
 // rawHead is what scanHeaders reads of a header section.
 type rawHead struct {
-	via, cseq []byte // the values of the first Via and of the CSeq
-	length    []byte // the value of Content-Length (l); nil: none
-	body      []byte // what follows the empty line
+	via, cseq  []byte // the values of the first Via and of the CSeq
+	length     []byte // the value of Content-Length (l); nil: none
+	callID, to []byte // the values of Call-ID (i) and To (t); nil: none
+	from       bool   // whether there is a From (f)
+	body       []byte // what follows the empty line
 }
 
-// scanHeaders finds the values of the first Via, of the CSeq and of the
-// Content-Length header field in the header section rest, as sipgo reads
-// them: it keeps the first Via but the last CSeq, so a second CSeq (or
-// Content-Length) is no key; a folded Via, CSeq or Content-Length line,
-// or a first header line that starts with white space, is none either
-// (sipgo joins continuation lines, RFC 3261 §7.3.1).
+// scanHeaders finds the values of the first Via and of the CSeq,
+// Content-Length, Call-ID and To header fields in the header section
+// rest, and whether there is a From, as sipgo reads them: it keeps the
+// first Via but the last CSeq, so a second CSeq (or Content-Length,
+// Call-ID, To) is no key; a folded line of one of them, or a first header
+// line that starts with white space, is none either (sipgo joins
+// continuation lines, RFC 3261 §7.3.1).
 func scanHeaders(rest []byte) (h rawHead, ok bool) {
 	first := true
 	for {
@@ -116,7 +221,10 @@ func scanHeaders(rest []byte) (h rawHead, ok bool) {
 		isVia := asciiEqualFold(name, "via") || asciiEqualFold(name, "v")
 		isCSeq := asciiEqualFold(name, "cseq")
 		isLength := asciiEqualFold(name, "content-length") || asciiEqualFold(name, "l")
-		if (isVia || isCSeq || isLength) && folded {
+		isCallID := asciiEqualFold(name, "call-id") || asciiEqualFold(name, "i")
+		isTo := asciiEqualFold(name, "to") || asciiEqualFold(name, "t")
+		isFrom := asciiEqualFold(name, "from") || asciiEqualFold(name, "f")
+		if (isVia || isCSeq || isLength || isCallID || isTo || isFrom) && folded {
 			return rawHead{}, false
 		}
 		value := bytes.TrimSpace(line[colon+1:])
@@ -135,6 +243,18 @@ func scanHeaders(rest []byte) (h rawHead, ok bool) {
 				return rawHead{}, false
 			}
 			h.length = value
+		case isCallID:
+			if h.callID != nil || len(value) == 0 {
+				return rawHead{}, false
+			}
+			h.callID = value
+		case isTo:
+			if h.to != nil || len(value) == 0 {
+				return rawHead{}, false
+			}
+			h.to = value
+		case isFrom:
+			h.from = true
 		}
 	}
 	if h.via == nil || h.cseq == nil {

@@ -37,6 +37,7 @@ const (
 	evResponseUDP                   // a response to one of the shard's own client transactions (clienttx.go)
 	evUAS                           // a retransmitted INVITE, CANCEL or ACK for one of the shard's INVITE transactions (uas.go)
 	evResponseRaw                   // a 100, a 1xx to INVITE without body or a final answer to a BYE, of the shard's own client transactions, not parsed (clienttx.go)
+	evAck                           // an ACK in a dialog, not parsed (ackDirect): callID, tag, seq
 	evCDRDone                       // the CDR of a call is durable
 	evShutdown                      // end every call
 )
@@ -453,6 +454,8 @@ func (s *shard) handle(e event) {
 		s.touch(id, slot)
 	case evRequest:
 		s.onInDialog(e)
+	case evAck:
+		s.onAck(e.callID, e.tag, e.seq)
 	case evResponse, evTxDone:
 		slot, ok := s.tab.Get(e.id)
 		if !ok {

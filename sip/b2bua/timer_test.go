@@ -225,7 +225,19 @@ func TestMaxCallDuration(t *testing.T) {
 }
 
 func TestAnswerRetransmittedUntilAck(t *testing.T) {
-	e := newEnv(t, behavior{}, shortTimers, withClock())
+	t.Run("ack read raw", func(t *testing.T) { answerRetransmittedUntilAck(t, nil, 1) })
+	// An ACK rawAck does not read (a quoted display name in To) is parsed,
+	// and stops the retransmissions all the same.
+	t.Run("ack parsed", func(t *testing.T) {
+		answerRetransmittedUntilAck(t, func(ack *sip.Request) { ack.To().DisplayName = "Bob" }, 0)
+	})
+}
+
+// answerRetransmittedUntilAck checks that sbcd's 2xx to the caller is
+// retransmitted until the caller's ACK, changed by edit when not nil,
+// and that the shard took rawAcks ACKs without parsing them.
+func answerRetransmittedUntilAck(t *testing.T, edit func(*sip.Request), rawAcks int64) {
+	e := newEnv(t, behavior{}, shortTimers, withClock(), withRawCount())
 	ctx := testCtx(t)
 	a, tx := e.caller.invite(ctx, e.addr, "bob")
 	res, _ := final(ctx, t, tx)
@@ -239,8 +251,18 @@ func TestAnswerRetransmittedUntilAck(t *testing.T) {
 	if st := e.b.Stats(); st.Unacked != 1 {
 		t.Errorf("stats before the ACK %+v", st)
 	}
-	e.caller.answered(a, res)
+	a.remoteTag, _ = res.To().Params.Get("tag")
+	ack := e.caller.build(a, sip.ACK, a.inviteSeq, "")
+	if edit != nil {
+		edit(ack)
+	}
+	if err := e.caller.tp.WriteMsg(ack); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(ctx, t, func() bool { return e.b.Stats().Unacked == 0 })
+	if n := e.rawAcks.Load(); n != rawAcks {
+		t.Errorf("ACKs taken without parsing: %d, want %d", n, rawAcks)
+	}
 	time.Sleep(20 * time.Millisecond) // a retransmission already on its way
 	got := n.Load()
 	e.clock.Advance(8 * time.Second)

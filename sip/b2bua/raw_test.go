@@ -1,0 +1,123 @@
+package b2bua
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// sippAck is the ACK of bench/sipp/uac.xml, as SIPp sends it.
+const sippAck = "ACK sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
+	"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4711-1-5\r\n" +
+	"From: <sip:caller@127.0.0.1:5070>;tag=4711SIPpTag001\r\n" +
+	"To: <sip:service@127.0.0.1:5060>;tag=01a2b3c4d5\r\n" +
+	"Call-ID: 1-4711@127.0.0.1\r\n" +
+	"CSeq: 1 ACK\r\n" +
+	"Contact: <sip:caller@127.0.0.1:5070;transport=UDP>\r\n" +
+	"Max-Forwards: 70\r\n" +
+	"Content-Length: 0\r\n\r\n"
+
+// TestRawAck: rawAck reads the ACKs it can read exactly as sipgo does, and
+// leaves every other to the parser.
+func TestRawAck(t *testing.T) {
+	edit := func(old, new string) string {
+		if !strings.Contains(sippAck, old) {
+			t.Fatalf("%q not in the ACK", old)
+		}
+		return strings.Replace(sippAck, old, new, 1)
+	}
+	for _, c := range []struct {
+		name, data          string
+		callID, tag, branch string
+		host                string
+		port                int
+		seq                 uint32
+		ok                  bool
+	}{
+		{"SIPp", sippAck, "1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5070, 1, true},
+		{"compact forms, lowercase method", edit("ACK sip:", "ack sip:"), "1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5070, 1, true},
+		{"compact headers", strings.NewReplacer("Via:", "v:", "From:", "f:", "To:", "t:", "Call-ID:", "i:").Replace(sippAck),
+			"1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5070, 1, true},
+		{"display name, more parameters", edit("To: <sip:service@127.0.0.1:5060>;tag=01a2b3c4d5", "To: Service <sip:service@127.0.0.1:5060;user=phone>;x=1;tag=01a2b3c4d5;lr"),
+			"1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5070, 1, true},
+		{"Via without port", edit("127.0.0.1:5070;branch", "127.0.0.1;branch"), "1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5060, 1, true},
+		{"CSeq 2**31-1", edit("CSeq: 1 ACK", "CSeq: 2147483647 ACK"), "1-4711@127.0.0.1", "01a2b3c4d5", "z9hG4bK-4711-1-5", "127.0.0.1", 5070, 1<<31 - 1, true},
+		{"no To tag", edit(";tag=01a2b3c4d5", ""), "", "", "", "", 0, 0, false},
+		{"empty To tag", edit("tag=01a2b3c4d5", "tag="), "", "", "", "", 0, 0, false},
+		{"two To tags", edit(";tag=01a2b3c4d5", ";tag=01a2b3c4d5;tag=01ff"), "", "", "", "", 0, 0, false},
+		{"TAG in capitals", edit(";tag=01a2b3c4d5", ";TAG=01a2b3c4d5"), "", "", "", "", 0, 0, false},
+		{"quoted display name", edit("To: <sip", "To: \"Svc\" <sip"), "", "", "", "", 0, 0, false},
+		{"To without brackets", edit("To: <sip:service@127.0.0.1:5060>;tag", "To: sip:service@127.0.0.1:5060;tag"), "", "", "", "", 0, 0, false},
+		{"space before a parameter", edit("5060>;tag", "5060> ;tag"), "", "", "", "", 0, 0, false},
+		{"quoted tag", edit("tag=01a2b3c4d5", "tag=\"01a2b3c4d5\""), "", "", "", "", 0, 0, false},
+		{"folded To", edit("To: <sip", "To:\r\n <sip"), "", "", "", "", 0, 0, false},
+		{"two To", edit("Call-ID:", "To: <sip:x@y>;tag=01ff\r\nCall-ID:"), "", "", "", "", 0, 0, false},
+		{"two Call-ID", edit("CSeq:", "Call-ID: other\r\nCSeq:"), "", "", "", "", 0, 0, false},
+		{"no Call-ID", edit("Call-ID: 1-4711@127.0.0.1\r\n", ""), "", "", "", "", 0, 0, false},
+		{"no From", edit("From: <sip:caller@127.0.0.1:5070>;tag=4711SIPpTag001\r\n", ""), "", "", "", "", 0, 0, false},
+		{"CSeq of an INVITE", edit("CSeq: 1 ACK", "CSeq: 1 INVITE"), "", "", "", "", 0, 0, false},
+		{"RFC 2543 branch", edit("branch=z9hG4bK-4711-1-5", "branch=4711"), "", "", "", "", 0, 0, false},
+		{"a BYE", edit("ACK sip:", "BYE sip:"), "", "", "", "", 0, 0, false},
+		{"a response", "SIP/2.0 200 OK\r\n" + sippAck[strings.Index(sippAck, "Via:"):], "", "", "", "", 0, 0, false},
+	} {
+		a, ok := rawAck([]byte(c.data))
+		if ok != c.ok || string(a.callID) != c.callID || string(a.toTag) != c.tag || string(a.branch) != c.branch ||
+			string(a.host) != c.host || a.port != c.port || a.seq != c.seq {
+			t.Errorf("%s: %q %q %q %q %d %d %v; want %q %q %q %q %d %d %v", c.name,
+				a.callID, a.toTag, a.branch, a.host, a.port, a.seq, ok, c.callID, c.tag, c.branch, c.host, c.port, c.seq, c.ok)
+		}
+		checkSameAck(t, []byte(c.data))
+	}
+}
+
+// checkSameAck fails when rawAck reads from data what sipgo's parse of
+// data does not give: an ACK with that Call-ID, To tag and CSeq number,
+// whose server transaction key is appendInviteKey's.
+func checkSameAck(t testing.TB, data []byte) {
+	a, ok := rawAck(data)
+	if !ok {
+		return
+	}
+	m, err := sip.ParseMessage(bytes.Clone(data))
+	if err != nil {
+		return // sipgo would drop it; the peer sent it all the same
+	}
+	req, isReq := m.(*sip.Request)
+	if !isReq || !req.IsAck() || req.CallID() == nil || req.To() == nil || req.CSeq() == nil || req.From() == nil {
+		t.Fatalf("rawAck read %q, sipgo reads no such ACK", data)
+	}
+	tag, _ := req.To().Params.Get("tag")
+	key, err := sip.ServerTxKeyMake(req)
+	if err != nil {
+		t.Fatalf("rawAck read %q, sipgo makes no key: %v", data, err)
+	}
+	raw := string(appendInviteKey(nil, a.branch, a.host, a.port))
+	if req.CallID().Value() != string(a.callID) || tag != string(a.toTag) || req.CSeq().SeqNo != a.seq || key != raw {
+		t.Fatalf("rawAck read %q %q %d %q from %q, sipgo %q %q %d %q",
+			a.callID, a.toTag, a.seq, raw, data, req.CallID().Value(), tag, req.CSeq().SeqNo, key)
+	}
+}
+
+// FuzzRawAck: what rawAck reads, sipgo reads too.
+func FuzzRawAck(f *testing.F) {
+	for _, data := range corpusFiles(f) {
+		f.Add(data)
+	}
+	f.Add([]byte(sippAck))
+	f.Add([]byte(strings.NewReplacer("Via:", "v:", "To: <sip:service@127.0.0.1:5060>", "t: S <sip:s@[::1]:5060;lr>;x").Replace(sippAck)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkSameAck(t, data)
+	})
+}
+
+func BenchmarkRawAck(b *testing.B) {
+	b.ReportAllocs()
+	data := []byte(sippAck)
+	for b.Loop() {
+		if _, ok := rawAck(data); !ok {
+			b.Fatal("not read")
+		}
+	}
+}
