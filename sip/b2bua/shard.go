@@ -644,8 +644,16 @@ func (s *shard) onInvite(e event) {
 		s.fail(id, slot, fmt.Errorf("bind b-leg: %w", err))
 		return
 	}
-	// RFC 3261 §17.2.1: answer 100 at once; the B-leg may take a while.
-	s.answerInvite(tx, u, req, 100, "Trying")
+	if u != nil {
+		// RFC 3261 §17.2.1: 100 Trying only if nothing else went to the
+		// caller within 200 ms (uas.go).
+		u.trying = s.b.mono() + int64(tryingDelay)
+		s.uasDue(u.trying)
+	} else {
+		// sipgo's transaction: answer 100 at once; the B-leg may take a
+		// while.
+		s.answerInvite(tx, u, req, 100, "Trying")
+	}
 	st.offer = p.Offer(st.sreq)
 	s.sendInvite(id, slot)
 	s.touch(id, slot)

@@ -28,8 +28,13 @@ import (
 // CANCEL (§9.2: 200 to the CANCEL, 487 to the INVITE) and the ACK of a
 // non-2xx final answer (it ends the transaction).
 //
-// Timers, in the shard's clock from sipgo's T1 and T2 (100 Trying needs
-// none: the shard answers it at once, or refuses the call):
+// Timers, in the shard's clock from sipgo's T1 and T2:
+//   - 100 Trying (§17.2.1: the server transaction MUST send one unless the
+//     TU answers within 200 ms) goes out 200 ms after the INVITE
+//     (tryingDelay) when nothing else has by then, or at once for a
+//     retransmission of the INVITE that finds nothing sent yet. The
+//     callee's 180 usually comes first and is all the caller needs to
+//     stop retransmitting: one datagram less per call.
 //   - A 2xx ends the transaction at once, as sendAccepted does for sipgo's:
 //     the retransmission cache absorbs retransmitted INVITEs for Timer L
 //     (RFC 6026 §7.1), and the shard retransmits the 2xx until the ACK.
@@ -48,10 +53,18 @@ type uasInvite struct {
 	last []byte // the last response sent, for retransmitted INVITEs
 	// final: the code of the final answer, 0 before.
 	final int
-	next  int64 // Timer G, 0 for none (ns, mono)
-	ivl   time.Duration
-	until int64 // Timer H, 0 for none
+	// trying: when the 100 is due (tryingDelay), 0 once anything was
+	// sent.
+	trying int64
+	next   int64 // Timer G, 0 for none (ns, mono)
+	ivl    time.Duration
+	until  int64 // Timer H, 0 for none
 }
+
+// tryingDelay is how long after the INVITE a shard's server transaction
+// sends 100 Trying when the call has sent the caller nothing yet (RFC
+// 3261 §17.2.1: 200 ms).
+const tryingDelay = 200 * time.Millisecond
 
 // newUAS creates the transaction of the INVITE of e, an evInvite of
 // inviteDirect.
@@ -90,6 +103,7 @@ func (s *shard) respondUAS(u *uasInvite, code int, data []byte) {
 	if u.final != 0 {
 		return
 	}
+	u.trying = 0
 	s.b.traceData("send", data)
 	if code >= 200 && code < 300 {
 		// Absorb first, then end: a retransmitted INVITE finds one or
@@ -196,7 +210,10 @@ func (s *shard) retransmitUAS(now int64) {
 			s.writeUDP(u.sock, u.dest, u.last) // Timer G
 			u.ivl = min(2*u.ivl, sip.T2)
 			u.next = now + int64(u.ivl)
+		case u.trying != 0 && now >= u.trying:
+			s.answerUAS(u, 100, "Trying", "") // §17.2.1: 200 ms without an answer
 		}
+		s.uasDue(u.trying)
 		s.uasDue(u.next)
 		s.uasDue(u.until)
 	}
@@ -209,9 +226,13 @@ func (s *shard) onUAS(e event) {
 	u, ok := s.uas[e.key]
 	switch req.Method {
 	case sip.INVITE:
-		// RFC 3261 §17.2.1: the last response again; none yet, nothing.
-		if ok && len(u.last) > 0 {
+		// RFC 3261 §17.2.1: the last response again; none yet, the 100
+		// now rather than at tryingDelay.
+		switch {
+		case ok && len(u.last) > 0:
 			s.writeUDP(u.sock, u.dest, u.last)
+		case ok && u.final == 0:
+			s.answerUAS(u, 100, "Trying", "")
 		}
 	case sip.ACK:
 		// The ACK of the non-2xx final answer: Confirmed, and without

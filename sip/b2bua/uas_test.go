@@ -26,7 +26,7 @@ func newRawCall(t *testing.T) *rawCall {
 		shortTimers(o)
 		o.Upstream = callee.addr().String()
 		o.Devices["raw"] = caller.addr()
-	}, withClock())
+	}, withClock(), withRawCount())
 	caller.sbcd, callee.sbcd = e.addr, e.addr
 	rc := &rawCall{e: e, caller: caller, callee: callee}
 	rc.invite = rc.request("INVITE", "z9hG4bK-raw-1", 1, "")
@@ -51,12 +51,14 @@ func (rc *rawCall) request(method, branch string, seq int, toTag string) string 
 }
 
 // start sends the caller's INVITE and returns it as the callee got it,
-// once the caller had its 100.
+// once the caller had its 100: the caller sends the INVITE again, which
+// gets the 100 at once (the clock stands still: tryingDelay never comes).
 func (rc *rawCall) start(t *testing.T) *sip.Request {
 	t.Helper()
 	rc.send(t, rc.invite)
-	rc.expect(t, 100)
 	inv, _ := rc.callee.expect(sip.INVITE)
+	rc.send(t, rc.invite)
+	rc.expect(t, 100)
 	return inv
 }
 
@@ -138,7 +140,8 @@ func waitServerTx(t *testing.T, b *B2BUA, want int) {
 }
 
 // TestUASRejectedRetransmitUntilAck: the shard's INVITE transaction
-// answers 100 at once and a retransmitted INVITE with it again, relays the
+// answers a retransmitted INVITE with its 100 (rawCall.start) and the next
+// one with it again, relays the
 // callee's 486, retransmits it at T1 doubling (Timer G) until the ACK,
 // which ends it (RFC 3261 §17.2.1).
 func TestUASRejectedRetransmitUntilAck(t *testing.T) {
@@ -163,6 +166,46 @@ func TestUASRejectedRetransmitUntilAck(t *testing.T) {
 	waitServerTx(t, rc.e.b, 0)
 	rc.e.clock.Advance(64 * sip.T1)
 	rc.noResponse(t, 50*time.Millisecond)
+}
+
+// TestUASTrying: the shard's INVITE transaction sends 100 Trying when it
+// has sent the caller nothing for tryingDelay (RFC 3261 §17.2.1: 200 ms),
+// and none when the callee's 180 came first.
+func TestUASTrying(t *testing.T) {
+	t.Run("callee silent", func(t *testing.T) {
+		rc := newRawCall(t)
+		rc.send(t, rc.invite)
+		inv, _ := rc.callee.expect(sip.INVITE)
+		// The callee's 100 stops Timer A, so the clock can move.
+		rawTaken(t, rc.e, func() { rc.callee.answer(inv, 100, "Trying", "") })
+		rc.e.clock.Advance(tryingDelay - 5*time.Millisecond)
+		rc.noResponse(t, 50*time.Millisecond)
+		rc.e.clock.Advance(5 * time.Millisecond)
+		rc.expect(t, 100)
+		rc.e.clock.Advance(tryingDelay)
+		rc.noResponse(t, 50*time.Millisecond) // one 100, not one per tryingDelay
+		rc.callee.answer(inv, 486, "Busy Here", "rawtag")
+		res := rc.expect(t, 486)
+		rc.callee.expect(sip.ACK)
+		rc.ackNon2xx(t, res)
+		waitServerTx(t, rc.e.b, 0)
+	})
+	t.Run("callee rings", func(t *testing.T) {
+		rc := newRawCall(t)
+		rc.send(t, rc.invite)
+		inv, _ := rc.callee.expect(sip.INVITE)
+		rc.callee.answer(inv, 180, "Ringing", "rawtag")
+		rc.expect(t, 180)
+		rc.e.clock.Advance(2 * tryingDelay)
+		rc.noResponse(t, 50*time.Millisecond)
+		rc.send(t, rc.invite) // a retransmission: the 180 again, no 100
+		rc.expect(t, 180)
+		rc.callee.answer(inv, 486, "Busy Here", "rawtag")
+		res := rc.expect(t, 486)
+		rc.callee.expect(sip.ACK)
+		rc.ackNon2xx(t, res)
+		waitServerTx(t, rc.e.b, 0)
+	})
 }
 
 // TestUASTimerH: a non-2xx answer nobody ACKs is retransmitted up to T2
@@ -297,7 +340,6 @@ func TestInviteDirect(t *testing.T) {
 	if !rc.e.b.inviteDirect(props, []byte(rc.invite)) {
 		t.Fatal("a new INVITE from a device: not taken")
 	}
-	rc.expect(t, 100)
 	inv, _ := rc.callee.expect(sip.INVITE)
 	rc.callee.answer(inv, 404, "Not Found", "rawtag")
 	res := rc.expect(t, 404)
