@@ -504,6 +504,9 @@ func rawKey(data []byte, out []byte) ([]byte, bool) {
 // Like rawKey it is strict, allocates nothing and never reads outside
 // data.
 func rawResponseKey(data []byte, out []byte) ([]byte, bool) {
+	if len(data) > 8 && data[8] < '3' {
+		return nil, false // not a 300–699: every 1xx and 2xx skips the scan
+	}
 	r, ok := rawResponse(data)
 	if !ok || r.code < 300 || string(r.method) != "INVITE" {
 		return nil, false
