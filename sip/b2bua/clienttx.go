@@ -147,11 +147,20 @@ func (s *shard) startWritten(id dialog.ID, leg session.LegID, o op, l *legState,
 	defer rtxBufPool.Put(buf)
 	buf.Reset()
 	s.writeRequest(buf, l, method, seq, branch)
-	if buf.Len() > sip.UDPMTUSize-200 {
-		return false // RFC 3261 §18.1.1, as startUDP
+	return s.startBytes(id, leg, o, method, seq, sock, l.dest, branch, buf.Bytes())
+}
+
+// startBytes runs the client transaction of a request written as data
+// (writeRequest, writeInvite), with branch, from socket sock to dest;
+// it keeps a copy of data. It reports false, having sent nothing, for a
+// request too large for UDP (RFC 3261 §18.1.1, as startUDP) or a branch
+// already taken.
+func (s *shard) startBytes(id dialog.ID, leg session.LegID, o op, method sip.RequestMethod, seq uint32, sock int, dest netip.AddrPort, branch string, data []byte) bool {
+	if len(data) > sip.UDPMTUSize-200 {
+		return false
 	}
-	ct := &clientTx{id: id, leg: leg, op: o, seq: seq, data: bytes.Clone(buf.Bytes()),
-		sock: sock, dest: l.dest, invite: method == sip.INVITE}
+	ct := &clientTx{id: id, leg: leg, op: o, seq: seq, data: bytes.Clone(data),
+		sock: sock, dest: dest, invite: method == sip.INVITE}
 	return s.launch(ct, ctKey{branch: branch, method: method}, 0)
 }
 
@@ -297,21 +306,39 @@ func (s *shard) clientResponse(key ctKey, ct *clientTx, res *sip.Response) {
 	}
 	s.endUDP(key)
 	if ct.invite && res.StatusCode >= 300 {
-		s.ackNon2xx(ct, res)
+		s.ackNon2xx(key.branch, ct, res)
 	}
 	s.handle(e)
 }
 
-// ackNon2xx sends the ACK of a 300–699 final answer to an INVITE (RFC
-// 3261 §17.1.1.3) and keeps it for Timer D in the retransmission cache,
-// which sends it again for each retransmission of the answer.
-func (s *shard) ackNon2xx(ct *clientTx, res *sip.Response) {
-	ack := non2xxAck(ct.req, res)
-	if ack == nil {
+// ackNon2xx sends the ACK of res, a 300–699 final answer to the INVITE of
+// ct with branch (RFC 3261 §17.1.1.3), and keeps it for Timer D in the
+// retransmission cache, which sends it again for each retransmission of
+// the answer. A written INVITE (writeInvite) gets a written ACK, from the
+// same leg state: the INVITE's Request-URI, Via, From, Call-ID and CSeq
+// number, the response's To tag.
+func (s *shard) ackNon2xx(branch string, ct *clientTx, res *sip.Response) {
+	keep := func(data []byte) { s.b.rtx.keepAckData(branch, data, ct.dest, ct.sock) }
+	if ct.req != nil {
+		if ack := non2xxAck(ct.req, res); ack != nil {
+			s.sendUDP(ct.sock, ct.dest, ack, keep)
+		}
 		return
 	}
-	branch, _ := ct.req.Via().Params.Get("branch")
-	s.sendUDP(ct.sock, ct.dest, ack, func(data []byte) { s.b.rtx.keepAckData(branch, data, ct.dest, ct.sock) })
+	slot, ok := s.tab.Get(ct.id)
+	to := res.To()
+	if !ok || to == nil {
+		return
+	}
+	tag, _ := to.Params.Get("tag")
+	buf := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(buf)
+	buf.Reset()
+	s.writeRequestHead(buf, &slot.Data.legs[ct.leg], sip.ACK, ct.seq, branch, tag)
+	buf.WriteString("Content-Length: 0\r\n\r\n")
+	s.b.traceData("send", buf.Bytes())
+	keep(buf.Bytes())
+	s.writeUDP(ct.sock, ct.dest, buf.Bytes())
 }
 
 // onStrayUDP is onStrayResponse for responses of sbcd's branches that

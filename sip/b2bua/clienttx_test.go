@@ -216,6 +216,12 @@ func cancelRaw(ctx context.Context, t *testing.T, e *env, peer *rawPeer, c *ucal
 	if branchOf(bc) != branchOf(inv) {
 		t.Errorf("CANCEL branch %q, INVITE's %q (RFC 3261 §9.1)", branchOf(bc), branchOf(inv))
 	}
+	// §9.1: the INVITE's Request-URI, Call-ID, From, To and CSeq number.
+	if bc.Recipient.String() != inv.Recipient.String() || bc.CallID().Value() != inv.CallID().Value() ||
+		bc.From().Value() != inv.From().Value() || bc.To().Value() != inv.To().Value() ||
+		bc.CSeq().SeqNo != inv.CSeq().SeqNo {
+		t.Errorf("CANCEL does not match its INVITE (RFC 3261 §9.1):\n%s\nINVITE:\n%s", bc, inv)
+	}
 	return bc
 }
 

@@ -5,6 +5,9 @@ import (
 	"strconv"
 
 	"github.com/emiago/sipgo/sip"
+
+	"sbcd/sip/header"
+	"sbcd/timers/session"
 )
 
 // inDialogUDP reports whether a request in the dialog of leg l can be
@@ -36,6 +39,13 @@ func (s *shard) inDialogUDP(l *legState) (sock int, ok bool) {
 // they are. The header fields and their order are newRequest's;
 // TestWriteRequest holds the two to the same bytes.
 func (s *shard) writeRequest(w *bytes.Buffer, l *legState, method sip.RequestMethod, seq uint32, branch string) {
+	s.writeRequestHead(w, l, method, seq, branch, l.remoteTag)
+	w.WriteString("Content-Length: 0\r\n\r\n")
+}
+
+// writeRequestHead writes writeRequest's request up to Content-Length,
+// with toTag as the To tag (none when empty).
+func (s *shard) writeRequestHead(w *bytes.Buffer, l *legState, method sip.RequestMethod, seq uint32, branch, toTag string) {
 	w.WriteString(string(method))
 	w.WriteByte(' ')
 	w.WriteString(l.target)
@@ -50,9 +60,9 @@ func (s *shard) writeRequest(w *bytes.Buffer, l *legState, method sip.RequestMet
 	w.WriteString("\r\nTo: <")
 	w.WriteString(l.remoteURI)
 	w.WriteByte('>')
-	if l.remoteTag != "" {
+	if toTag != "" {
 		w.WriteByte(';')
-		writeParam(w, sip.HeaderKV{K: "tag", V: l.remoteTag})
+		writeParam(w, sip.HeaderKV{K: "tag", V: toTag})
 	}
 	w.WriteString("\r\nCall-ID: ")
 	w.WriteString(l.callID)
@@ -67,5 +77,36 @@ func (s *shard) writeRequest(w *bytes.Buffer, l *legState, method sip.RequestMet
 	if method != sip.ACK {
 		w.WriteString("Supported: timer\r\n")
 	}
-	w.WriteString("Content-Length: 0\r\n\r\n")
+}
+
+// writeInvite writes the B-leg's initial INVITE that buildInvite builds,
+// for a leg inDialogUDP accepts, byte for byte as sipgo writes it
+// (TestWriteInvite): writeRequest's header fields, then, after
+// Content-Length where sipgo keeps it, the session-timer offer o (RFC 4028
+// §7.1), Allow, and the caller's SDP with its Content-Type ctype.
+func (s *shard) writeInvite(w *bytes.Buffer, l *legState, seq uint32, branch string, o session.Offer, ctype string, sdp []byte) {
+	s.writeRequestHead(w, l, sip.INVITE, seq, branch, l.remoteTag)
+	w.WriteString("Content-Length: ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(sdp)), 10))
+	w.WriteString("\r\n")
+	if o.SE != 0 {
+		w.WriteString(header.SessionExpires)
+		w.WriteString(": ")
+		w.Write(header.AppendSessionExpires(w.AvailableBuffer(), o.SE, o.Refresher))
+		w.WriteString("\r\n")
+	}
+	if o.MinSE != 0 {
+		w.WriteString(header.MinSE)
+		w.WriteString(": ")
+		w.Write(strconv.AppendUint(w.AvailableBuffer(), uint64(o.MinSE), 10))
+		w.WriteString("\r\n")
+	}
+	w.WriteString("Allow: " + allow + "\r\n")
+	if len(sdp) > 0 {
+		w.WriteString("Content-Type: ")
+		w.WriteString(inviteContentType(ctype))
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
+	w.Write(sdp)
 }

@@ -141,7 +141,57 @@ func FuzzWriteRequest(f *testing.F) {
 		for _, m := range []sip.RequestMethod{sip.ACK, sip.BYE, sip.INVITE} {
 			checkSameRequest(t, s, &l, m, 2)
 		}
+		checkSameInvite(t, s, l, session.Offer{SE: 600, MinSE: 90}, "", []byte("v=0\r\n"))
 	})
+}
+
+// checkSameInvite fails when writeInvite and buildInvite, written by
+// sipgo, differ for the B-leg INVITE of leg b with offer o and the
+// caller's SDP with Content-Type ctype.
+func checkSameInvite(t testing.TB, s *shard, b legState, o session.Offer, ctype string, sdp []byte) {
+	t.Helper()
+	st := &callState{offer: o, ctype: ctype}
+	st.legs[legA].sdp = sdp
+	st.legs[legB] = b
+	req, err := s.buildInvite(st)
+	if err != nil {
+		t.Fatalf("buildInvite: %v", err)
+	}
+	branch, _ := req.Via().Params.Get("branch")
+	var w bytes.Buffer
+	s.writeInvite(&w, &st.legs[legB], b.localSeq, branch, o, ctype, sdp)
+	if diff := cmp.Diff(req.String(), w.String()); diff != "" {
+		t.Fatalf("INVITE of %+v, offer %+v, type %q: writeInvite differs from buildInvite (-sipgo +ours):\n%s", b, o, ctype, diff)
+	}
+}
+
+// TestWriteInvite: the B-leg INVITE writeInvite writes is what
+// buildInvite builds and sipgo writes, byte for byte: with and without a
+// session-timer offer, a refresher, Min-SE, a body and its Content-Type.
+func TestWriteInvite(t *testing.T) {
+	sdp := []byte("v=0\r\no=caller 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n")
+	b := legState{callID: "0a1b2c@sbcd", localTag: "00aa", localURI: "sip:caller@127.0.0.1:5070",
+		remoteURI: "sip:service@127.0.0.1:5080", target: "sip:service@127.0.0.1:5080", localSeq: 1,
+		network: "UDP", dest: netip.MustParseAddrPort("127.0.0.1:5080")}
+	for _, adv := range []string{"", "sbc.example.net", "2001:db8::5"} {
+		s := requestB2BUA(t, adv).shards[0]
+		for _, c := range []struct {
+			o     session.Offer
+			ctype string
+			sdp   []byte
+		}{
+			{session.Offer{SE: 600, MinSE: 90}, "", sdp},
+			{session.Offer{SE: 1800, MinSE: 90, Refresher: session.RefresherUAC}, "application/sdp", sdp},
+			{session.Offer{SE: 90, Refresher: session.RefresherUAS}, "multipart/mixed;boundary=x", sdp},
+			{session.Offer{}, "", sdp},
+			{session.Offer{SE: 600, MinSE: 90}, "", nil}, // late offer: no body, no Content-Type
+		} {
+			checkSameInvite(t, s, b, c.o, c.ctype, c.sdp)
+			l := b
+			l.localSeq = 2 // after a 422
+			checkSameInvite(t, s, l, c.o, c.ctype, c.sdp)
+		}
+	}
 }
 
 // token reports whether v is an RFC 3261 §25.1 token or word, as a tag
@@ -181,6 +231,29 @@ func BenchmarkRequest(b *testing.B) {
 		for b.Loop() {
 			w.Reset()
 			s.writeRequest(&w, &l, sip.BYE, 2, s.newBranch())
+		}
+	})
+	// The B-leg INVITE of bench/load.sh's calls, with the caller's SDP.
+	st := &callState{offer: session.Offer{SE: 600, MinSE: 90}}
+	st.legs[legA].sdp = []byte("v=0\r\no=caller 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	st.legs[legB] = l
+	st.legs[legB].remoteTag, st.legs[legB].localSeq = "", 1
+	b.Run("invite-sipgo", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			req, err := s.buildInvite(st)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.Reset()
+			req.StringWrite(&w)
+		}
+	})
+	b.Run("invite-write", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			w.Reset()
+			s.writeInvite(&w, &st.legs[legB], 1, s.newBranch(), st.offer, st.ctype, st.legs[legA].sdp)
 		}
 	})
 }

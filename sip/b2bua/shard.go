@@ -131,8 +131,10 @@ type callState struct {
 	inv    *sip.ServerTx
 	uas    *uasInvite
 	invReq *sip.Request
-	// The B-leg INVITE, until its final response (for CANCEL).
-	binv *sip.Request
+	// The B-leg INVITE, until its final response (for CANCEL): built for
+	// sipgo (binv), or written (bbranch, its branch: writeInvite).
+	binv    *sip.Request
+	bbranch string
 	// bprov: the B-leg INVITE drew a provisional answer; cancelWait: the
 	// call ended before it did, so the CANCEL waits for it (RFC 3261 §9.1).
 	bprov, cancelWait bool
@@ -683,29 +685,69 @@ func (s *shard) fail(id dialog.ID, slot *dialog.Slot[callState], err error) {
 	s.touch(id, slot)
 }
 
-// sendInvite sends (or, after a 422, resends) the B-leg INVITE.
+// sendInvite sends (or, after a 422, resends) the B-leg INVITE: written
+// as bytes and sent by the shard's own client transaction over UDP
+// (writeInvite), else built for sipgo (buildInvite).
 func (s *shard) sendInvite(id dialog.ID, slot *dialog.Slot[callState]) {
 	st := &slot.Data
 	b := &st.legs[legB]
-	req, err := s.newRequest(b, sip.INVITE, b.localSeq)
+	st.binv, st.bbranch, st.bprov, st.cancelWait = nil, "", false, false
+	if sock, ok := s.inDialogUDP(b); ok {
+		branch := s.newBranch()
+		buf := rtxBufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		s.writeInvite(buf, b, b.localSeq, branch, st.offer, st.ctype, st.legs[legA].sdp)
+		st.pending++
+		sent := s.startBytes(id, legB, opInvite, sip.INVITE, b.localSeq, sock, b.dest, branch, buf.Bytes())
+		rtxBufPool.Put(buf)
+		if sent {
+			st.bbranch = branch
+			return
+		}
+		st.pending--
+	}
+	req, err := s.buildInvite(st)
 	if err != nil {
 		s.fail(id, slot, err)
 		return
 	}
-	// RFC 4028 §7.1: Session-Expires and Min-SE from the offer.
-	addTimer(req, st.offer)
-	req.AppendHeader(sip.NewHeader("Allow", allow))
-	if len(st.legs[legA].sdp) > 0 {
-		ct := st.ctype
-		if ct == "" {
-			ct = "application/sdp"
-		}
-		req.AppendHeader(sip.NewHeader("Content-Type", ct))
-		req.SetBody(st.legs[legA].sdp)
-	}
-	st.binv, st.bprov, st.cancelWait = req, false, false
+	st.binv = req
 	s.start(id, slot, legB, opInvite, req, 0)
 }
+
+// buildInvite builds the B-leg INVITE of st for sipgo: newRequest's
+// header fields, the session-timer offer (RFC 4028 §7.1), Allow and the
+// caller's SDP.
+func (s *shard) buildInvite(st *callState) (*sip.Request, error) {
+	b := &st.legs[legB]
+	req, err := s.newRequest(b, sip.INVITE, b.localSeq)
+	if err != nil {
+		return nil, err
+	}
+	addTimer(req, st.offer)
+	req.AppendHeader(sip.NewHeader("Allow", allow))
+	if sdp := st.legs[legA].sdp; len(sdp) > 0 {
+		req.AppendHeader(sip.NewHeader("Content-Type", inviteContentType(st.ctype)))
+		req.SetBody(sdp)
+	}
+	return req, nil
+}
+
+// inviteContentType is the Content-Type of the B-leg INVITE's body: the
+// caller's, application/sdp when it gave none.
+func inviteContentType(ctype string) string {
+	if ctype == "" {
+		return "application/sdp"
+	}
+	return ctype
+}
+
+// invitePending reports whether the B-leg INVITE awaits its final answer.
+func (st *callState) invitePending() bool { return st.binv != nil || st.bbranch != "" }
+
+// inviteDone forgets the B-leg INVITE: it had its final answer, or none
+// will come.
+func (st *callState) inviteDone() { st.binv, st.bbranch = nil, "" }
 
 // start runs a client transaction: over UDP the shard's own (clienttx.go),
 // else sipgo's in a goroutine of its own; its responses and end come back
@@ -785,7 +827,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 	}
 	ended := slot.Call.Phase != session.PhaseEarly
 	if e.kind == evTxDone {
-		st.binv = nil
+		st.inviteDone()
 		if !ended && slot.Call.End(session.ReasonRejected, legB) {
 			// RFC 3261 §17.1.1.2: Timer B; the caller learns 408.
 			st.code = 408
@@ -799,7 +841,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 	switch {
 	case code < 200:
 		st.bprov = true
-		if st.cancelWait && st.binv != nil {
+		if st.cancelWait && st.invitePending() {
 			// RFC 3261 §9.1: the CANCEL held back for a provisional.
 			st.cancelWait = false
 			s.sendCancel(e.id, slot)
@@ -815,7 +857,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 		// Relay the provisional answer with sbcd's A-leg tag.
 		s.answerA(slot, code, res.Reason, res.Body(), hdrs...)
 	case code < 300:
-		st.binv = nil
+		st.inviteDone()
 		if to := res.To(); to != nil {
 			b.remoteTag, _ = to.Params.Get("tag")
 		}
@@ -877,7 +919,7 @@ func (s *shard) onBInvite(e event, slot *dialog.Slot[callState]) {
 			}
 		}
 	default:
-		st.binv = nil
+		st.inviteDone()
 		if ended {
 			return
 		}
@@ -1002,7 +1044,7 @@ func (s *shard) terminate(id dialog.ID, slot *dialog.Slot[callState], skip sessi
 	} else if st.legs[legA].established && skip != legA {
 		s.sendBye(id, slot, legA)
 	}
-	if st.binv != nil {
+	if st.invitePending() {
 		// RFC 3261 §9.1: a CANCEL only after a provisional answer; until
 		// then it waits (onBInvite), and a final answer that comes first
 		// makes it needless (a 2xx is ACKed and BYEd).
@@ -1207,8 +1249,26 @@ func (s *shard) sendBye(id dialog.ID, slot *dialog.Slot[callState], leg session.
 
 // sendCancel cancels the B-leg INVITE (RFC 3261 §9.1).
 func (s *shard) sendCancel(id dialog.ID, slot *dialog.Slot[callState]) {
-	inv := slot.Data.binv
-	slot.Data.binv = nil
+	st := &slot.Data
+	inv, branch := st.binv, st.bbranch
+	st.inviteDone()
+	if branch != "" {
+		// Written as the INVITE was: its branch, Request-URI, Call-ID,
+		// From, To and CSeq number, from the same leg state.
+		b := &st.legs[legB]
+		if sock, ok := s.inDialogUDP(b); ok {
+			buf := rtxBufPool.Get().(*bytes.Buffer)
+			defer rtxBufPool.Put(buf)
+			buf.Reset()
+			s.writeRequestHead(buf, b, sip.CANCEL, b.localSeq, branch, "")
+			buf.WriteString("Content-Length: 0\r\n\r\n")
+			st.pending++
+			if !s.startBytes(id, legB, opCancel, sip.CANCEL, b.localSeq, sock, b.dest, branch, buf.Bytes()) {
+				st.pending--
+			}
+		}
+		return
+	}
 	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
 	// RFC 3261 §9.1: the same top Via (branch), Request-URI, Call-ID,
 	// From, To and CSeq number as the INVITE.
