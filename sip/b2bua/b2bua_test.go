@@ -106,8 +106,9 @@ type env struct {
 	callee *phone         // the upstream
 	clock  *fakeClock
 	// raw counts the responses the shards took without parsing them
-	// (evResponseRaw), rawAcks the ACKs (evAck), with withRawCount.
-	raw, rawAcks atomic.Int64
+	// (evResponseRaw), rawAcks the ACKs (evAck), rawByes the BYEs
+	// (evBye), with withRawCount.
+	raw, rawAcks, rawByes atomic.Int64
 
 	callerBeh behavior
 }
@@ -139,6 +140,8 @@ func withRawCount() envOpt {
 				e.raw.Add(1)
 			case evAck:
 				e.rawAcks.Add(1)
+			case evBye:
+				e.rawByes.Add(1)
 			}
 		}
 	}
@@ -325,6 +328,38 @@ func TestBasicCallCallerHangsUp(t *testing.T) {
 		t.Errorf("cdr legs A %+v B %+v", rec.A, rec.B)
 	}
 	waitFor(ctx, t, func() bool { return e.b.Stats().FreeSlots == 8 })
+}
+
+// TestByeRawOrParsed: a plain BYE is read without parsing it (rawBye), one
+// with a header field rawBye does not take (Reason, RFC 3326) is parsed;
+// both end the call the same way.
+func TestByeRawOrParsed(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		hdrs []sip.Header
+		raw  int64
+	}{
+		{"raw", nil, 1},
+		{"parsed", []sip.Header{sip.NewHeader("Reason", "Q.850;cause=16")}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, behavior{allowUpdate: true}, nil, withRawCount())
+			ctx := testCtx(t)
+			a, _, _, inv := e.call(ctx)
+			if r := e.caller.request(ctx, a, sip.BYE, "", c.hdrs...); r.StatusCode != 200 {
+				t.Fatalf("BYE answered %d", r.StatusCode)
+			}
+			if bye := e.callee.expect(ctx, sip.BYE); bye.CallID().Value() != inv.CallID().Value() {
+				t.Errorf("BYE on the wrong dialog")
+			}
+			if rec := e.cdr.next(ctx, t); rec.Reason != session.ReasonCallerBye || rec.Code != 200 {
+				t.Errorf("cdr %+v", rec)
+			}
+			if n := e.rawByes.Load(); n != c.raw {
+				t.Errorf("BYEs read without parsing: %d, want %d", n, c.raw)
+			}
+		})
+	}
 }
 
 func TestCalleeHangsUp(t *testing.T) {

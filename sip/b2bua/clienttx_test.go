@@ -637,8 +637,10 @@ func TestByeDirect(t *testing.T) {
 	bc.read200()
 	e.callee.expect(ctx, sip.BYE)
 	e.cdr.next(ctx, t)
+	// A retransmission, as the socket's read loop hands it over: the
+	// retransmission cache answers it before byeDirect sees it.
 	resent := e.b.Stats().RtxResent
-	if !e.b.byeDirect(props, []byte(bye)) {
+	if rest, _ := e.b.readFilter(props, []byte(bye)); rest != nil {
 		t.Fatal("retransmitted BYE: not taken")
 	}
 	bc.read200()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -185,6 +186,19 @@ func (b *B2BUA) byeDirect(p sip.TransportReadProps, data []byte) bool {
 	if len(data) < 4 || !asciiEqualFold(data[:4], "bye ") || b.rtx == nil {
 		return false
 	}
+	if r, ok := rawBye(data); ok {
+		// The usual BYE, read without parsing it: all a shard needs is
+		// the dialog, the CSeq number and the datagram to answer from.
+		s, ok := b.tagShard(string(r.toTag))
+		sock, found := b.udpIndexOfAddr(p.LocalAddr)
+		if ua, isUDP := p.RemoteAddr.(*net.UDPAddr); ok && found && isUDP {
+			src := ua.AddrPort()
+			b.traceData("recv", data)
+			s.postLater(event{kind: evBye, callID: string(r.callID), tag: string(r.toTag), seq: r.seq,
+				raw: bytes.Clone(data), sock: sock, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())})
+			return true
+		}
+	}
 	req, sock, ok := b.parseDirect(p, data)
 	if !ok || req.Method != sip.BYE {
 		return false
@@ -256,6 +270,23 @@ func (b *B2BUA) respondUDP(req *sip.Request, sock int, code int, reason string, 
 	// Cached before it leaves: a retransmission may follow at once.
 	b.rtx.keepSent(req, w.Bytes(), dest, sock)
 	if err := b.writeUDP(sock, dest, w.Bytes()); err != nil {
+		b.log.Debug("respond", "code", code, "error", err)
+	}
+}
+
+// respondRaw answers the request in data, which came in on socket sock
+// from src and which rawBye read, as respondUDP answers a parsed one: the
+// response written from the request's own lines (writeRawResponse), kept
+// in the retransmission cache for Timer J (RFC 3261 §17.2.2) before it
+// leaves.
+func (b *B2BUA) respondRaw(data []byte, sock int, src netip.AddrPort, code int, reason string, hdrs []sip.Header) {
+	w := rtxBufPool.Get().(*bytes.Buffer)
+	defer rtxBufPool.Put(w)
+	w.Reset()
+	writeRawResponse(w, data, code, reason, hdrs...)
+	b.traceData("send", w.Bytes())
+	b.rtx.keepSentRaw(data, w.Bytes(), src, sock)
+	if err := b.writeUDP(sock, src, w.Bytes()); err != nil {
 		b.log.Debug("respond", "code", code, "error", err)
 	}
 }

@@ -34,8 +34,12 @@ func (s *shard) onInDialog(e event) {
 		return
 	}
 	tag, _ := req.To().Params.Get("tag")
-	if req.IsAck() {
+	switch req.Method {
+	case sip.ACK:
 		s.onAck(cid.Value(), tag, cseq.SeqNo)
+		return
+	case sip.BYE:
+		s.onBye(cid.Value(), tag, cseq.SeqNo, reply)
 		return
 	}
 	id, leg, ok := s.tab.Lookup(cid.Value(), tag)
@@ -48,13 +52,6 @@ func (s *shard) onInDialog(e event) {
 	defer s.touch(id, slot)
 	st := &slot.Data
 	l := &st.legs[leg]
-	if req.Method == sip.BYE && cseq.SeqNo == l.remoteSeq && !l.established {
-		// RFC 3261 §17.2.2: a retransmission of the BYE sbcd answered,
-		// which got here before its answer was in the retransmission
-		// cache, gets the same answer.
-		reply(200, "OK")
-		return
-	}
 	// RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
 	if l.remoteSeq != 0 && cseq.SeqNo <= l.remoteSeq && req.Method != sip.CANCEL {
 		reply(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
@@ -62,16 +59,6 @@ func (s *shard) onInDialog(e event) {
 	}
 	l.remoteSeq = cseq.SeqNo
 	switch req.Method {
-	case sip.BYE:
-		reply(200, "OK")
-		reason := session.ReasonCallerBye
-		if leg == legB {
-			reason = session.ReasonCalleeBye
-		}
-		l.established = false
-		if slot.Call.End(reason, leg) {
-			s.terminate(id, slot, leg)
-		}
 	case sip.INVITE, sip.UPDATE:
 		s.onSessionRequest(id, slot, leg, req, tx)
 	case sip.CANCEL:
@@ -81,6 +68,43 @@ func (s *shard) onInDialog(e event) {
 		reply(200, "OK", sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
 	default:
 		s.pass(id, slot, leg, req, tx)
+	}
+}
+
+// onBye ends the call of the dialog callID and tag name on a BYE with
+// seq as CSeq number, parsed (onInDialog) or not (byeDirect), and answers
+// it with reply (RFC 3261 §15.1.2).
+func (s *shard) onBye(callID, tag string, seq uint32, reply func(code int, reason string, hdrs ...sip.Header)) {
+	id, leg, ok := s.tab.Lookup(callID, tag)
+	if !ok {
+		// RFC 3261 §12.2.2: no such dialog.
+		reply(481, "Call/Transaction Does Not Exist")
+		return
+	}
+	slot, _ := s.tab.Get(id)
+	defer s.touch(id, slot)
+	l := &slot.Data.legs[leg]
+	if seq == l.remoteSeq && !l.established {
+		// RFC 3261 §17.2.2: a retransmission of the BYE sbcd answered,
+		// which got here before its answer was in the retransmission
+		// cache, gets the same answer.
+		reply(200, "OK")
+		return
+	}
+	// RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
+	if l.remoteSeq != 0 && seq <= l.remoteSeq {
+		reply(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+		return
+	}
+	l.remoteSeq = seq
+	reply(200, "OK")
+	reason := session.ReasonCallerBye
+	if leg == legB {
+		reason = session.ReasonCalleeBye
+	}
+	l.established = false
+	if slot.Call.End(reason, leg) {
+		s.terminate(id, slot, leg)
 	}
 }
 

@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"bytes"
+	"strconv"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -96,6 +97,170 @@ func rawAck(data []byte) (a rawAckRes, ok bool) {
 		return rawAckRes{}, false
 	}
 	return rawAckRes{branch: branch, host: host, port: port, callID: h.callID, toTag: tag, seq: seq}, true
+}
+
+// rawByeRes is what rawBye reads of a BYE.
+type rawByeRes struct {
+	callID, toTag []byte // the dialog (RFC 3261 §12.2.2)
+	seq           uint32 // of the CSeq
+}
+
+// rawBye reads what a shard needs of a BYE in one of its dialogs (the
+// Call-ID, To tag and CSeq number), in the one plain form in which it
+// reads the whole message as sipgo would and finds nothing that sbcd's
+// checks of a BYE refuse (byeDirect): the request line BYE sip: or sips:
+// SIP/2.0 (RFC 3261 §8.2.2.1, §21.5.26); only Via, From, To, Call-ID,
+// CSeq, Contact, Max-Forwards, Content-Length, User-Agent, Allow and
+// Supported, each but Via at most once (§7.3.1), none folded; a To with
+// a tag (toTag); CSeq method BYE (§8.1.1.5); a top Via with an RFC 3261
+// branch and without rport (its answer goes back as is,
+// writeRawResponse); no body. Anything else (Require, Record-Route,
+// Reason, an unknown header field) is parsed as before.
+func rawBye(data []byte) (r rawByeRes, ok bool) {
+	line, rest, ok := cutLine(data)
+	if !ok || len(line) < 4 || !asciiEqualFold(line[:4], "bye ") || !requestLine(line) {
+		return rawByeRes{}, false
+	}
+	uri := line[4:]
+	sp := bytes.IndexByte(uri, ' ')
+	if sp < 0 || string(uri[sp+1:]) != sipVersion {
+		return rawByeRes{}, false
+	}
+	uri = uri[:sp]
+	if !(len(uri) > 4 && asciiEqualFold(uri[:4], "sip:") || len(uri) > 5 && asciiEqualFold(uri[:5], "sips:")) {
+		return rawByeRes{}, false
+	}
+	var via, to, cseq, length []byte
+	var from, mf bool
+	for {
+		line, next, ok := cutLine(rest)
+		if !ok {
+			return rawByeRes{}, false
+		}
+		rest = next
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' || len(next) > 0 && (next[0] == ' ' || next[0] == '\t') {
+			return rawByeRes{}, false // folded
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			return rawByeRes{}, false
+		}
+		name, value := bytes.TrimSpace(line[:colon]), bytes.TrimSpace(line[colon+1:])
+		switch {
+		case asciiEqualFold(name, "via") || asciiEqualFold(name, "v"):
+			if via == nil {
+				via = value
+			}
+		case asciiEqualFold(name, "from") || asciiEqualFold(name, "f"):
+			if from {
+				return rawByeRes{}, false
+			}
+			from = true
+		case asciiEqualFold(name, "to") || asciiEqualFold(name, "t"):
+			if to != nil || len(value) == 0 {
+				return rawByeRes{}, false
+			}
+			to = value
+		case asciiEqualFold(name, "call-id") || asciiEqualFold(name, "i"):
+			if r.callID != nil || len(value) == 0 {
+				return rawByeRes{}, false
+			}
+			r.callID = value
+		case asciiEqualFold(name, "cseq"):
+			if cseq != nil || len(value) == 0 {
+				return rawByeRes{}, false
+			}
+			cseq = value
+		case asciiEqualFold(name, "max-forwards"):
+			if mf {
+				return rawByeRes{}, false
+			}
+			mf = true
+		case asciiEqualFold(name, "content-length") || asciiEqualFold(name, "l"):
+			if length != nil || len(value) == 0 {
+				return rawByeRes{}, false
+			}
+			length = value
+		case asciiEqualFold(name, "contact") || asciiEqualFold(name, "m"),
+			asciiEqualFold(name, "user-agent"), asciiEqualFold(name, "allow"),
+			asciiEqualFold(name, "supported") || asciiEqualFold(name, "k"):
+		default:
+			return rawByeRes{}, false
+		}
+	}
+	if via == nil || !from || to == nil || r.callID == nil || cseq == nil {
+		return rawByeRes{}, false
+	}
+	h := rawHead{length: length, body: rest}
+	if !h.noBody() {
+		return rawByeRes{}, false
+	}
+	seq, method, ok := cseqParts(cseq)
+	if !ok || string(method) != "BYE" {
+		return rawByeRes{}, false
+	}
+	if _, host, _, branch, ok := parseVia(via); !ok || !rfc3261Branch(branch) || len(host) == 0 || containsFold(via, "rport") {
+		return rawByeRes{}, false
+	}
+	tag, ok := toTag(to)
+	if !ok {
+		return rawByeRes{}, false
+	}
+	return rawByeRes{callID: r.callID, toTag: tag, seq: seq}, true
+}
+
+// containsFold reports whether b contains lower, ignoring ASCII case.
+func containsFold(b []byte, lower string) bool {
+	for i := 0; i+len(lower) <= len(b); i++ {
+		if asciiEqualFold(b[i:i+len(lower)], lower) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeRawResponse writes to w the response with code and reason to the
+// request in data, which rawBye read: its Via, From, To, Call-ID and CSeq
+// header lines copied as they came, in their order (RFC 3261 §8.2.6.2;
+// rawBye took only a top Via without rport, so none needs received or
+// rport, RFC 3581 §4, and only a To with a tag), then Content-Length 0 and
+// hdrs.
+func writeRawResponse(w *bytes.Buffer, data []byte, code int, reason string, hdrs ...sip.Header) {
+	w.WriteString(sipVersion)
+	w.WriteByte(' ')
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
+	w.WriteByte(' ')
+	w.WriteString(reason)
+	w.WriteString("\r\n")
+	_, rest, _ := cutLine(data)
+	for {
+		line, next, ok := cutLine(rest)
+		if !ok || len(line) == 0 {
+			break
+		}
+		rest = next
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue
+		}
+		switch name := bytes.TrimSpace(line[:colon]); {
+		case asciiEqualFold(name, "via"), asciiEqualFold(name, "v"),
+			asciiEqualFold(name, "from"), asciiEqualFold(name, "f"),
+			asciiEqualFold(name, "to"), asciiEqualFold(name, "t"),
+			asciiEqualFold(name, "call-id"), asciiEqualFold(name, "i"),
+			asciiEqualFold(name, "cseq"):
+			w.Write(line)
+			w.WriteString("\r\n")
+		}
+	}
+	w.WriteString("Content-Length: 0\r\n")
+	for _, h := range hdrs {
+		writeHeader(w, h)
+	}
+	w.WriteString("\r\n")
 }
 
 // toTag reads the tag parameter of a To value (RFC 3261 §20.39), as

@@ -121,3 +121,150 @@ func BenchmarkRawAck(b *testing.B) {
 		}
 	}
 }
+
+// sippBye is the caller's BYE of bench/sipp/uac.xml, as SIPp sends it.
+const sippBye = "BYE sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
+	"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4711-1-7\r\n" +
+	"From: <sip:caller@127.0.0.1:5070>;tag=4711SIPpTag001\r\n" +
+	"To: <sip:service@127.0.0.1:5060>;tag=01a2b3c4d5\r\n" +
+	"Call-ID: 1-4711@127.0.0.1\r\n" +
+	"CSeq: 2 BYE\r\n" +
+	"Contact: <sip:caller@127.0.0.1:5070;transport=UDP>\r\n" +
+	"Max-Forwards: 70\r\n" +
+	"Content-Length: 0\r\n\r\n"
+
+// TestRawBye: rawBye reads the plain BYEs it can read as sipgo does and
+// that sbcd's checks pass, and leaves every other to the parser.
+func TestRawBye(t *testing.T) {
+	edit := func(old, new string) string {
+		if !strings.Contains(sippBye, old) {
+			t.Fatalf("%q not in the BYE", old)
+		}
+		return strings.Replace(sippBye, old, new, 1)
+	}
+	for _, c := range []struct {
+		name, data  string
+		callID, tag string
+		seq         uint32
+		ok          bool
+	}{
+		{"SIPp", sippBye, "1-4711@127.0.0.1", "01a2b3c4d5", 2, true},
+		{"compact headers, lowercase method", strings.NewReplacer("BYE sip", "bye sip", "Via:", "v:", "From:", "f:", "To:", "t:",
+			"Call-ID:", "i:", "Contact:", "m:", "Content-Length:", "l:").Replace(sippBye), "1-4711@127.0.0.1", "01a2b3c4d5", 2, true},
+		{"two Vias on two lines", edit("Via: SIP", "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKp1\r\nVia: SIP"), "1-4711@127.0.0.1", "01a2b3c4d5", 2, true},
+		{"User-Agent, Allow, Supported", edit("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nUser-Agent: x/1\r\nAllow: INVITE, BYE\r\nSupported: timer\r\n"),
+			"1-4711@127.0.0.1", "01a2b3c4d5", 2, true},
+		{"sips", edit("BYE sip:", "BYE sips:"), "1-4711@127.0.0.1", "01a2b3c4d5", 2, true},
+		{"tel URI", edit("BYE sip:service@127.0.0.1:5060", "BYE tel:+15551234"), "", "", 0, false},
+		{"SIP/2.1", edit("5060 SIP/2.0", "5060 SIP/2.1"), "", "", 0, false},
+		{"Require", edit("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRequire: timer\r\n"), "", "", 0, false},
+		{"Reason", edit("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nReason: Q.850;cause=16\r\n"), "", "", 0, false},
+		{"Record-Route", edit("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRecord-Route: <sip:p;lr>\r\n"), "", "", 0, false},
+		{"rport", edit(";branch=z9hG4bK-4711-1-7", ";rport;branch=z9hG4bK-4711-1-7"), "", "", 0, false},
+		{"no To tag", edit(";tag=01a2b3c4d5", ""), "", "", 0, false},
+		{"two From", edit("To:", "From: <sip:x@y>;tag=2\r\nTo:"), "", "", 0, false},
+		{"two Max-Forwards", edit("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nMax-Forwards: 69\r\n"), "", "", 0, false},
+		{"folded Contact", edit("Contact: <sip", "Contact:\r\n <sip"), "", "", 0, false},
+		{"CSeq of an INVITE", edit("CSeq: 2 BYE", "CSeq: 2 INVITE"), "", "", 0, false},
+		{"a body", edit("Content-Length: 0\r\n\r\n", "Content-Length: 4\r\n\r\nabcd"), "", "", 0, false},
+		{"no Call-ID", edit("Call-ID: 1-4711@127.0.0.1\r\n", ""), "", "", 0, false},
+		{"no Via", edit("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4711-1-7\r\n", ""), "", "", 0, false},
+	} {
+		r, ok := rawBye([]byte(c.data))
+		if ok != c.ok || string(r.callID) != c.callID || string(r.toTag) != c.tag || r.seq != c.seq {
+			t.Errorf("%s: %q %q %d %v; want %q %q %d %v", c.name, r.callID, r.toTag, r.seq, ok, c.callID, c.tag, c.seq, c.ok)
+		}
+		checkSameBye(t, []byte(c.data))
+	}
+}
+
+// checkSameBye fails when rawBye reads from data what sipgo's parse of
+// data does not give (a BYE with that Call-ID, To tag and CSeq number,
+// which sbcd's checks of a BYE pass), or when writeRawResponse's answer
+// to it does not read, to sipgo, as a response with its status line and
+// the request's Vias, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2).
+func checkSameBye(t testing.TB, data []byte) {
+	r, ok := rawBye(data)
+	if !ok {
+		return
+	}
+	m, err := sip.ParseMessage(bytes.Clone(data))
+	if err != nil {
+		return // sipgo would drop it; the peer sent it all the same
+	}
+	req, isReq := m.(*sip.Request)
+	if !isReq || req.Method != sip.BYE || req.CallID() == nil || req.To() == nil || req.CSeq() == nil {
+		t.Fatalf("rawBye read %q, sipgo reads no such BYE", data)
+	}
+	if c := checkMessage(req).code + checkCSeq(req).code + checkHeaders(req).code; c != 0 {
+		t.Fatalf("rawBye read %q, which sbcd's checks refuse (%d)", data, c)
+	}
+	tag, _ := req.To().Params.Get("tag")
+	if req.CallID().Value() != string(r.callID) || tag != string(r.toTag) || req.CSeq().SeqNo != r.seq || len(req.Body()) != 0 {
+		t.Fatalf("rawBye read %q %q %d from %q, sipgo %q %q %d (body %q)",
+			r.callID, r.toTag, r.seq, data, req.CallID().Value(), tag, req.CSeq().SeqNo, req.Body())
+	}
+	for _, code := range []int{200, 481, 500} {
+		var w bytes.Buffer
+		writeRawResponse(&w, data, code, "Reason", sip.NewHeader("Retry-After", "1"))
+		a, err := sip.ParseMessage(w.Bytes())
+		if err != nil {
+			t.Fatalf("answer to %q does not parse: %v\n%s", data, err, w.Bytes())
+		}
+		res, isRes := a.(*sip.Response)
+		if !isRes {
+			t.Fatalf("answer to %q reads as a request:\n%s", data, w.Bytes())
+		}
+		want := sip.NewResponse(code, "Reason")
+		for _, name := range []string{"Via", "From", "To", "Call-ID", "CSeq"} {
+			for _, h := range req.GetHeaders(name) {
+				want.AppendHeader(h)
+			}
+		}
+		want.AppendHeader(sip.NewHeader("Content-Length", "0"))
+		want.AppendHeader(sip.NewHeader("Retry-After", "1"))
+		if got, want := responseFields(res), responseFields(want); got != want {
+			t.Fatalf("answer to %q:\n%s\nreads\n%s\nwant\n%s", data, w.Bytes(), got, want)
+		}
+	}
+}
+
+// responseFields is what a response's receiver reads of it: the status
+// line, every Via, From, To, Call-ID, CSeq, Content-Length and
+// Retry-After, as sipgo writes them back.
+func responseFields(res *sip.Response) string {
+	var b strings.Builder
+	b.WriteString(res.StartLine())
+	for _, name := range []string{"Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Retry-After"} {
+		for _, h := range res.GetHeaders(name) {
+			b.WriteString("\n" + h.Name() + ": " + h.Value())
+		}
+	}
+	return b.String()
+}
+
+// FuzzRawBye: what rawBye reads, sipgo reads too, and the answer written
+// from the datagram reads as the one written from sipgo's parse.
+func FuzzRawBye(f *testing.F) {
+	for _, data := range corpusFiles(f) {
+		f.Add(data)
+	}
+	f.Add([]byte(sippBye))
+	f.Add([]byte(strings.NewReplacer("Via:", "v:", "To: <sip:service@127.0.0.1:5060>", "t: S <sip:s@[::1]:5060;lr>;x").Replace(sippBye)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkSameBye(t, data)
+	})
+}
+
+func BenchmarkRawBye(b *testing.B) {
+	b.ReportAllocs()
+	data := []byte(sippBye)
+	var w bytes.Buffer
+	for b.Loop() {
+		if _, ok := rawBye(data); !ok {
+			b.Fatal("not read")
+		}
+		w.Reset()
+		writeRawResponse(&w, data, 200, "OK")
+	}
+}

@@ -148,6 +148,20 @@ func (c *rtxCache) keepSent(req *sip.Request, data []byte, dest netip.AddrPort, 
 	return c.put(key, data, dest, sock)
 }
 
+// keepSentRaw is keepSent for a request read raw (rawBye), keyed by
+// rawKey.
+func (c *rtxCache) keepSentRaw(req, data []byte, dest netip.AddrPort, sock int) bool {
+	if c == nil || sock < 0 || sock >= len(c.socks) || len(data) > rtxDataMax {
+		return false
+	}
+	var kb [rtxKeyMax]byte
+	key, ok := rawKey(req, kb[:0])
+	if !ok {
+		return false
+	}
+	return c.put(key, data, dest, sock)
+}
+
 // absorb remembers, for 64*T1 (Timer L, RFC 6026 §7.1), that the INVITE
 // req received over UDP on socket sock was answered 2xx: its
 // retransmissions are dropped, as the Accepted state absorbs them. It

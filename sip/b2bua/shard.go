@@ -38,6 +38,7 @@ const (
 	evUAS                           // a retransmitted INVITE, CANCEL or ACK for one of the shard's INVITE transactions (uas.go)
 	evResponseRaw                   // a 100, a 1xx to INVITE without body or a final answer to a BYE, of the shard's own client transactions, not parsed (clienttx.go)
 	evAck                           // an ACK in a dialog, not parsed (ackDirect): callID, tag, seq
+	evBye                           // a BYE in a dialog, not parsed (byeDirect): callID, tag, seq, raw, sock, src
 	evCDRDone                       // the CDR of a call is durable
 	evShutdown                      // end every call
 )
@@ -74,6 +75,9 @@ type event struct {
 	direct bool
 	sock   int
 	key    string
+	// evBye: the datagram, and where it came from.
+	raw []byte
+	src netip.AddrPort
 	// evResponseRaw: the status code, Reason-Phrase and CSeq method of a
 	// response read without sipgo's parser; key is its branch, seq its
 	// CSeq number.
@@ -458,6 +462,10 @@ func (s *shard) handle(e event) {
 		s.onInDialog(e)
 	case evAck:
 		s.onAck(e.callID, e.tag, e.seq)
+	case evBye:
+		s.onBye(e.callID, e.tag, e.seq, func(code int, reason string, hdrs ...sip.Header) {
+			s.b.respondRaw(e.raw, e.sock, e.src, code, reason, hdrs)
+		})
 	case evResponse, evTxDone:
 		slot, ok := s.tab.Get(e.id)
 		if !ok {
