@@ -29,13 +29,17 @@
 // in-dialog request (ACK, BYE, UPDATE, re-INVITE, CANCEL) itself from the
 // compact per-leg state kept in the dialog slot (RFC 3261 §12.2.1.1). What
 // a shard sends over UDP on its own (its answers to the caller's INVITE
-// and to BYEs, and the ACKs and BYEs of a leg without a route set) it
-// writes as bytes, the same bytes sipgo would write, without building
-// sipgo messages (response.go, request.go). The only sipgo objects a slot
-// holds are those of transactions in progress
-// (the caller's INVITE until its final answer, the B-leg INVITE until its
-// final answer, the 2xx until the ACK, a relayed re-INVITE until the other
-// side answers).
+// and to BYEs; the B-leg INVITE, its CANCEL and the ACK of its refusal;
+// the ACKs and BYEs of a leg without a route set) it writes as bytes, the
+// same bytes sipgo would write, without building sipgo messages
+// (response.go, request.go). What a shard needs only a few fields of (the
+// caller's ACK and a plain BYE, the callee's 100, a 180 without a body and
+// the answer to a BYE) the read filter reads without sipgo's parser,
+// strictly, and parses whatever it does not read exactly as sipgo would
+// (raw.go). The only sipgo objects a slot holds are those of transactions
+// in progress (the caller's INVITE until its final answer, a B-leg INVITE
+// that went through sipgo until its final answer, a relayed re-INVITE
+// until the other side answers).
 //
 // Every request is checked as a UAS first (RFC 3261 §8.2, validate.go), in
 // the order of that section:
