@@ -112,16 +112,6 @@ func FuzzRawAck(f *testing.F) {
 	})
 }
 
-func BenchmarkRawAck(b *testing.B) {
-	b.ReportAllocs()
-	data := []byte(sippAck)
-	for b.Loop() {
-		if _, ok := rawAck(data); !ok {
-			b.Fatal("not read")
-		}
-	}
-}
-
 // sippBye is the caller's BYE of bench/sipp/uac.xml, as SIPp sends it.
 const sippBye = "BYE sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
 	"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4711-1-7\r\n" +
@@ -256,15 +246,54 @@ func FuzzRawBye(f *testing.F) {
 	})
 }
 
-func BenchmarkRawBye(b *testing.B) {
-	b.ReportAllocs()
-	data := []byte(sippBye)
+// BenchmarkRaw compares, for the messages of a call that the read filter
+// reads without parsing (SIPp's in bench/load.sh), sipgo's parse with the
+// raw reader; for the BYE both sides include writing the 200.
+func BenchmarkRaw(b *testing.B) {
+	ringing := "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=" + branchMark + "01abcdef12\r\n" +
+		"From: <sip:caller@127.0.0.1:5060>;tag=01abcdef\r\nTo: <sip:service@127.0.0.1:5080>;tag=99SIPpTag01\r\n" +
+		"Call-ID: 01abcdef@sbcd\r\nCSeq: 1 INVITE\r\nContact: <sip:127.0.0.1:5080;transport=UDP>\r\nContent-Length: 0\r\n\r\n"
 	var w bytes.Buffer
-	for b.Loop() {
-		if _, ok := rawBye(data); !ok {
-			b.Fatal("not read")
-		}
-		w.Reset()
-		writeRawResponse(&w, data, 200, "OK")
+	for _, c := range []struct {
+		name string
+		data string
+		raw  func([]byte) bool
+		then func(*sip.Request) // after sipgo's parse of a request
+	}{
+		{"180", ringing, func(d []byte) bool { _, ok := rawClientResponse(d); return ok }, nil},
+		{"ack", sippAck, func(d []byte) bool { _, ok := rawAck(d); return ok }, nil},
+		{"bye", sippBye, func(d []byte) bool {
+			_, ok := rawBye(d)
+			w.Reset()
+			writeRawResponse(&w, d, 200, "OK")
+			return ok
+		}, func(req *sip.Request) {
+			req.SetSource("127.0.0.1:5070")
+			w.Reset()
+			writeResponse(&w, req, 200, "OK", "", nil)
+		}},
+	} {
+		data := []byte(c.data)
+		p := sip.NewParser()
+		b.Run(c.name+"-sipgo", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m, err := p.ParseSIP(data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if c.then != nil {
+					c.then(m.(*sip.Request))
+				}
+			}
+		})
+		b.Run(c.name+"-raw", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !c.raw(data) {
+					b.Fatal("not read")
+				}
+			}
+		})
 	}
 }
