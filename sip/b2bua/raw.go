@@ -2,7 +2,6 @@ package b2bua
 
 import (
 	"bytes"
-	"strconv"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -229,12 +228,7 @@ func containsFold(b []byte, lower string) bool {
 // rport, RFC 3581 §4, and only a To with a tag), then Content-Length 0 and
 // hdrs.
 func writeRawResponse(w *bytes.Buffer, data []byte, code int, reason string, hdrs ...sip.Header) {
-	w.WriteString(sipVersion)
-	w.WriteByte(' ')
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
-	w.WriteByte(' ')
-	w.WriteString(reason)
-	w.WriteString("\r\n")
+	writeStatusLine(w, code, reason)
 	_, rest, _ := cutLine(data)
 	for {
 		line, next, ok := cutLine(rest)

@@ -80,13 +80,9 @@ func checkSameAck(t testing.TB, data []byte) {
 	if !ok {
 		return
 	}
-	m, err := sip.ParseMessage(bytes.Clone(data))
-	if err != nil {
+	req, ok := parsedRequest(t, data, sip.ACK)
+	if !ok {
 		return // sipgo would drop it; the peer sent it all the same
-	}
-	req, isReq := m.(*sip.Request)
-	if !isReq || !req.IsAck() || req.CallID() == nil || req.To() == nil || req.CSeq() == nil || req.From() == nil {
-		t.Fatalf("rawAck read %q, sipgo reads no such ACK", data)
 	}
 	tag, _ := req.To().Params.Get("tag")
 	key, err := sip.ServerTxKeyMake(req)
@@ -98,6 +94,22 @@ func checkSameAck(t testing.TB, data []byte) {
 		t.Fatalf("rawAck read %q %q %d %q from %q, sipgo %q %q %d %q",
 			a.callID, a.toTag, a.seq, raw, data, req.CallID().Value(), tag, req.CSeq().SeqNo, key)
 	}
+}
+
+// parsedRequest is sipgo's parse of data, which a raw reader took as a
+// request of method: false when sipgo does not parse it at all, a failure
+// when it reads anything but such a request with Via, From, To, Call-ID
+// and CSeq.
+func parsedRequest(t testing.TB, data []byte, method sip.RequestMethod) (*sip.Request, bool) {
+	m, err := sip.ParseMessage(bytes.Clone(data))
+	if err != nil {
+		return nil, false
+	}
+	req, isReq := m.(*sip.Request)
+	if !isReq || req.Method != method || req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		t.Fatalf("the raw reader took %q as a %s, sipgo reads no such request", data, method)
+	}
+	return req, true
 }
 
 // FuzzRawAck: what rawAck reads, sipgo reads too.
@@ -178,13 +190,9 @@ func checkSameBye(t testing.TB, data []byte) {
 	if !ok {
 		return
 	}
-	m, err := sip.ParseMessage(bytes.Clone(data))
-	if err != nil {
+	req, ok := parsedRequest(t, data, sip.BYE)
+	if !ok {
 		return // sipgo would drop it; the peer sent it all the same
-	}
-	req, isReq := m.(*sip.Request)
-	if !isReq || req.Method != sip.BYE || req.CallID() == nil || req.To() == nil || req.CSeq() == nil {
-		t.Fatalf("rawBye read %q, sipgo reads no such BYE", data)
 	}
 	if c := checkMessage(req).code + checkCSeq(req).code + checkHeaders(req).code; c != 0 {
 		t.Fatalf("rawBye read %q, which sbcd's checks refuse (%d)", data, c)

@@ -29,12 +29,7 @@ import (
 // the request's, or is added. A response above 100 to a request whose To
 // has no tag needs one (sipgo would make a uuid); the caller gives it.
 func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag string, body []byte, hdrs ...sip.Header) {
-	w.WriteString(sipVersion)
-	w.WriteByte(' ')
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
-	w.WriteByte(' ')
-	w.WriteString(reason)
-	w.WriteString("\r\n")
+	writeStatusLine(w, code, reason)
 
 	if req.Method != sip.REGISTER && !req.IsAck() &&
 		(code >= 180 && code < 190 || code >= 200 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
@@ -95,6 +90,16 @@ func writeResponse(w *bytes.Buffer, req *sip.Request, code int, reason, toTag st
 	}
 	w.WriteString("\r\n")
 	w.Write(body)
+}
+
+// writeStatusLine writes a response's first line (RFC 3261 §7.2).
+func writeStatusLine(w *bytes.Buffer, code int, reason string) {
+	w.WriteString(sipVersion)
+	w.WriteByte(' ')
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
+	w.WriteByte(' ')
+	w.WriteString(reason)
+	w.WriteString("\r\n")
 }
 
 // writeHeader writes h and its line end.

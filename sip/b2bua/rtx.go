@@ -137,26 +137,29 @@ func (c *rtxCache) keep(req *sip.Request, res *sip.Response, sock int) bool {
 // that sbcd already wrote, as data, to dest from socket sock without a
 // sipgo transaction (byeDirect).
 func (c *rtxCache) keepSent(req *sip.Request, data []byte, dest netip.AddrPort, sock int) bool {
-	if c == nil || req.IsInvite() || req.IsAck() || sock < 0 || sock >= len(c.socks) || len(data) > rtxDataMax {
+	if c == nil || req.IsInvite() || req.IsAck() {
 		return false
 	}
 	var kb [rtxKeyMax]byte
 	key, ok := reqKey(req, kb[:0])
-	if !ok {
-		return false
-	}
-	return c.put(key, data, dest, sock)
+	return ok && c.keepKeyed(key, data, dest, sock)
 }
 
 // keepSentRaw is keepSent for a request read raw (rawBye), keyed by
 // rawKey.
 func (c *rtxCache) keepSentRaw(req, data []byte, dest netip.AddrPort, sock int) bool {
-	if c == nil || sock < 0 || sock >= len(c.socks) || len(data) > rtxDataMax {
+	if c == nil {
 		return false
 	}
 	var kb [rtxKeyMax]byte
 	key, ok := rawKey(req, kb[:0])
-	if !ok {
+	return ok && c.keepKeyed(key, data, dest, sock)
+}
+
+// keepKeyed keeps data, an answer sent to dest from socket sock, under
+// key, when it fits a record.
+func (c *rtxCache) keepKeyed(key, data []byte, dest netip.AddrPort, sock int) bool {
+	if sock < 0 || sock >= len(c.socks) || len(data) > rtxDataMax {
 		return false
 	}
 	return c.put(key, data, dest, sock)
