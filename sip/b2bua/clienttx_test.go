@@ -206,6 +206,18 @@ func TestClientCancelRingingForever(t *testing.T) {
 	}
 }
 
+// cancelToEnd has the caller cancel its ringing call (cancelRaw) and the
+// raw peer answer the CANCEL 200 and the INVITE 487, which sbcd ACKs
+// (RFC 3261 §17.1.1.3); no client transaction is left.
+func cancelToEnd(ctx context.Context, t *testing.T, e *env, peer *rawPeer, c *ucall, tx *sip.ClientTx, inv *sip.Request) {
+	t.Helper()
+	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
+	peer.answer(bc, 200, "OK", "")
+	peer.answer(inv, 487, "Request Terminated", "rawtag")
+	peer.expect(sip.ACK)
+	waitClientTx(t, e.b)
+}
+
 // cancelRaw has the caller cancel its call c (INVITE transaction tx) and
 // returns sbcd's CANCEL of inv, the B-leg INVITE, checked for its branch
 // (RFC 3261 §9.1).
@@ -273,11 +285,7 @@ func TestProvisionalRelay(t *testing.T) {
 	if n := e.raw.Load(); n != 1 {
 		t.Errorf("responses taken without parsing: %d, want the 180's", n)
 	}
-	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
-	peer.answer(bc, 200, "OK", "")
-	peer.answer(inv, 487, "Request Terminated", "rawtag")
-	peer.expect(sip.ACK)
-	waitClientTx(t, e.b)
+	cancelToEnd(ctx, t, e, peer, c, tx, inv)
 }
 
 // TestClientInviteTrying: a 100 to the B-leg INVITE, which the read
@@ -296,15 +304,12 @@ func TestClientInviteTrying(t *testing.T) {
 	if st := e.b.Stats(); st.ClientTx != 1 {
 		t.Errorf("client transactions %d, want the INVITE's", st.ClientTx)
 	}
-	bc := cancelRaw(ctx, t, e, peer, c, tx, inv)
-	peer.answer(bc, 200, "OK", "")
-	peer.answer(inv, 487, "Request Terminated", "rawtag")
-	peer.expect(sip.ACK)
-	waitClientTx(t, e.b)
+	cancelToEnd(ctx, t, e, peer, c, tx, inv)
 }
 
-// TestRawClientResponse: rawClientResponse takes a 100 to any request and
-// a final answer to a BYE, and only when it reads them as sipgo would.
+// TestRawClientResponse: rawClientResponse takes a 100 to any request, a
+// provisional answer to an INVITE without a body and a final answer to a
+// BYE, and only when it reads them as sipgo would.
 func TestRawClientResponse(t *testing.T) {
 	const br = branchMark + "01abc"
 	res := func(status, cseq string) string {

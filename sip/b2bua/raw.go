@@ -80,7 +80,7 @@ func rawAck(data []byte) (a rawAckRes, ok bool) {
 		return rawAckRes{}, false
 	}
 	h, ok := scanHeaders(rest)
-	if !ok || h.callID == nil || h.to == nil || !h.from {
+	if !ok || h.callID == nil || h.to == nil || h.from == 0 {
 		return rawAckRes{}, false
 	}
 	seq, method, ok := cseqParts(h.cseq)
@@ -115,7 +115,7 @@ type rawByeRes struct {
 // branch and without rport (its answer goes back as is,
 // writeRawResponse); no body. Anything else (Require, Record-Route,
 // Reason, an unknown header field) is parsed as before.
-func rawBye(data []byte) (r rawByeRes, ok bool) {
+func rawBye(data []byte) (rawByeRes, bool) {
 	line, rest, ok := cutLine(data)
 	if !ok || len(line) < 4 || !asciiEqualFold(line[:4], "bye ") || !requestLine(line) {
 		return rawByeRes{}, false
@@ -129,86 +129,22 @@ func rawBye(data []byte) (r rawByeRes, ok bool) {
 	if !(len(uri) > 4 && asciiEqualFold(uri[:4], "sip:") || len(uri) > 5 && asciiEqualFold(uri[:5], "sips:")) {
 		return rawByeRes{}, false
 	}
-	var via, to, cseq, length []byte
-	var from, mf bool
-	for {
-		line, next, ok := cutLine(rest)
-		if !ok {
-			return rawByeRes{}, false
-		}
-		rest = next
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' || len(next) > 0 && (next[0] == ' ' || next[0] == '\t') {
-			return rawByeRes{}, false // folded
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon < 0 {
-			return rawByeRes{}, false
-		}
-		name, value := bytes.TrimSpace(line[:colon]), bytes.TrimSpace(line[colon+1:])
-		switch {
-		case asciiEqualFold(name, "via") || asciiEqualFold(name, "v"):
-			if via == nil {
-				via = value
-			}
-		case asciiEqualFold(name, "from") || asciiEqualFold(name, "f"):
-			if from {
-				return rawByeRes{}, false
-			}
-			from = true
-		case asciiEqualFold(name, "to") || asciiEqualFold(name, "t"):
-			if to != nil || len(value) == 0 {
-				return rawByeRes{}, false
-			}
-			to = value
-		case asciiEqualFold(name, "call-id") || asciiEqualFold(name, "i"):
-			if r.callID != nil || len(value) == 0 {
-				return rawByeRes{}, false
-			}
-			r.callID = value
-		case asciiEqualFold(name, "cseq"):
-			if cseq != nil || len(value) == 0 {
-				return rawByeRes{}, false
-			}
-			cseq = value
-		case asciiEqualFold(name, "max-forwards"):
-			if mf {
-				return rawByeRes{}, false
-			}
-			mf = true
-		case asciiEqualFold(name, "content-length") || asciiEqualFold(name, "l"):
-			if length != nil || len(value) == 0 {
-				return rawByeRes{}, false
-			}
-			length = value
-		case asciiEqualFold(name, "contact") || asciiEqualFold(name, "m"),
-			asciiEqualFold(name, "user-agent"), asciiEqualFold(name, "allow"),
-			asciiEqualFold(name, "supported") || asciiEqualFold(name, "k"):
-		default:
-			return rawByeRes{}, false
-		}
-	}
-	if via == nil || !from || to == nil || r.callID == nil || cseq == nil {
+	h, ok := scanHeaders(rest)
+	if !ok || h.folded || h.other || h.from != 1 || h.maxForwards > 1 || h.callID == nil || h.to == nil || !h.noBody() {
 		return rawByeRes{}, false
 	}
-	h := rawHead{length: length, body: rest}
-	if !h.noBody() {
-		return rawByeRes{}, false
-	}
-	seq, method, ok := cseqParts(cseq)
+	seq, method, ok := cseqParts(h.cseq)
 	if !ok || string(method) != "BYE" {
 		return rawByeRes{}, false
 	}
-	if _, host, _, branch, ok := parseVia(via); !ok || !rfc3261Branch(branch) || len(host) == 0 || containsFold(via, "rport") {
+	if _, host, _, branch, ok := parseVia(h.via); !ok || !rfc3261Branch(branch) || len(host) == 0 || containsFold(h.via, "rport") {
 		return rawByeRes{}, false
 	}
-	tag, ok := toTag(to)
+	tag, ok := toTag(h.to)
 	if !ok {
 		return rawByeRes{}, false
 	}
-	return rawByeRes{callID: r.callID, toTag: tag, seq: seq}, true
+	return rawByeRes{callID: h.callID, toTag: tag, seq: seq}, true
 }
 
 // containsFold reports whether b contains lower, ignoring ASCII case.
@@ -342,8 +278,13 @@ type rawHead struct {
 	via, cseq  []byte // the values of the first Via and of the CSeq
 	length     []byte // the value of Content-Length (l); nil: none
 	callID, to []byte // the values of Call-ID (i) and To (t); nil: none
-	from       bool   // whether there is a From (f)
 	body       []byte // what follows the empty line
+	// from and maxForwards count the From (f) and Max-Forwards fields;
+	// folded: some line is folded; other: some field is none of those
+	// named here nor Contact (m), User-Agent, Allow or Supported (k),
+	// the fields rawBye lets pass.
+	from, maxForwards int
+	folded, other     bool
 }
 
 // scanHeaders finds the values of the first Via and of the CSeq,
@@ -365,6 +306,7 @@ func scanHeaders(rest []byte) (h rawHead, ok bool) {
 			break // the end of the header section
 		}
 		folded := len(next) > 0 && (next[0] == ' ' || next[0] == '\t')
+		h.folded = h.folded || folded
 		if line[0] == ' ' || line[0] == '\t' {
 			if first {
 				return rawHead{}, false
@@ -388,7 +330,10 @@ func scanHeaders(rest []byte) (h rawHead, ok bool) {
 		}
 		value := bytes.TrimSpace(line[colon+1:])
 		switch {
-		case isVia && h.via == nil:
+		case isVia:
+			if h.via != nil {
+				break // sipgo keeps the first
+			}
 			if h.via = value; len(value) == 0 {
 				return rawHead{}, false
 			}
@@ -413,7 +358,13 @@ func scanHeaders(rest []byte) (h rawHead, ok bool) {
 			}
 			h.to = value
 		case isFrom:
-			h.from = true
+			h.from++
+		case asciiEqualFold(name, "max-forwards"):
+			h.maxForwards++
+		case asciiEqualFold(name, "contact") || asciiEqualFold(name, "m"), asciiEqualFold(name, "user-agent"),
+			asciiEqualFold(name, "allow"), asciiEqualFold(name, "supported") || asciiEqualFold(name, "k"):
+		default:
+			h.other = true
 		}
 	}
 	if h.via == nil || h.cseq == nil {

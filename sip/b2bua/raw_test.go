@@ -19,15 +19,22 @@ const sippAck = "ACK sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
 	"Max-Forwards: 70\r\n" +
 	"Content-Length: 0\r\n\r\n"
 
+// editor returns a function that replaces old with new once in msg,
+// failing when msg has no old: each table row is msg with one edit.
+func editor(t *testing.T, msg string) func(old, new string) string {
+	return func(old, new string) string {
+		t.Helper()
+		if !strings.Contains(msg, old) {
+			t.Fatalf("%q not in %q", old, msg)
+		}
+		return strings.Replace(msg, old, new, 1)
+	}
+}
+
 // TestRawAck: rawAck reads the ACKs it can read exactly as sipgo does, and
 // leaves every other to the parser.
 func TestRawAck(t *testing.T) {
-	edit := func(old, new string) string {
-		if !strings.Contains(sippAck, old) {
-			t.Fatalf("%q not in the ACK", old)
-		}
-		return strings.Replace(sippAck, old, new, 1)
-	}
+	edit := editor(t, sippAck)
 	for _, c := range []struct {
 		name, data          string
 		callID, tag, branch string
@@ -138,12 +145,7 @@ const sippBye = "BYE sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
 // TestRawBye: rawBye reads the plain BYEs it can read as sipgo does and
 // that sbcd's checks pass, and leaves every other to the parser.
 func TestRawBye(t *testing.T) {
-	edit := func(old, new string) string {
-		if !strings.Contains(sippBye, old) {
-			t.Fatalf("%q not in the BYE", old)
-		}
-		return strings.Replace(sippBye, old, new, 1)
-	}
+	edit := editor(t, sippBye)
 	for _, c := range []struct {
 		name, data  string
 		callID, tag string
