@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -28,13 +29,20 @@ func powerCutConfigs() [2][]byte {
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(powerCutChild); path != "" {
-		// The writer: save the two files in turn, as fast as it can,
-		// until the parent kills it.
+		// The writer: write the two files in turn, as fast as it can,
+		// until the parent kills it, and write one byte to stdout after
+		// each, so the parent can aim its kill. It calls WriteFileAtomic,
+		// not Save: Save's parse of the longer file (under -race, most of
+		// a save's time) comes before the write, so kills would mostly
+		// land while the file is still the first version.
 		cfgs := powerCutConfigs()
 		for i := 0; ; i++ {
-			if err := Save(path, cfgs[i%2]); err != nil {
+			if err := WriteFileAtomic(path, cfgs[i%2], 0o600); err != nil {
 				fmt.Fprintln(os.Stderr, "save:", err)
 				os.Exit(3)
+			}
+			if _, err := os.Stdout.Write([]byte{'.'}); err != nil {
+				os.Exit(4)
 			}
 		}
 	}
@@ -44,7 +52,11 @@ func TestMain(m *testing.M) {
 // TestPowerCut kills a process that saves the configuration over and over
 // with SIGKILL at random moments (DESIGN.md §5): after every kill the file
 // on disk parses and is exactly one of the two versions, and at most the
-// one temporary file of the interrupted write is left beside it.
+// one temporary file of the interrupted write is left beside it. Each kill
+// lands after a random number of completed saves (0 to 9) and a random
+// part of a save's time more, so it falls anywhere in a save however slow
+// the machine is (a start-up under -race on a loaded machine can take
+// longer than a fixed sleep).
 func TestPowerCut(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -68,6 +80,10 @@ func TestPowerCut(t *testing.T) {
 		cmd.Env = append(os.Environ(), powerCutChild+"="+path)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
+		saves, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			if errors.Is(err, syscall.ENOEXEC) {
 				// An arm64 test binary run through qemu-aarch64-static
@@ -78,10 +94,11 @@ func TestPowerCut(t *testing.T) {
 			}
 			t.Fatal(err)
 		}
-		// Somewhere between before the first save and many saves in.
-		time.Sleep(time.Duration(rng.IntN(30_000)) * time.Microsecond)
+		// After 0 to 9 completed saves, and somewhere in the next one.
+		waitSaves(t, saves, rng.IntN(10), time.Until(deadline))
+		time.Sleep(time.Duration(rng.IntN(2_000)) * time.Microsecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 			t.Fatalf("writer ended by itself (%v): %s", err, stderr.String())
 		}
@@ -107,5 +124,24 @@ func TestPowerCut(t *testing.T) {
 	t.Logf("after the kills the file was the first version %d times, the second %d times", seen[0], seen[1])
 	if seen[0] == 0 || seen[1] == 0 {
 		t.Errorf("the kills never caught one of the versions (%v): the writer did not run long enough to matter", seen)
+	}
+}
+
+// waitSaves reads n bytes from the writer's stdout (one per completed
+// save), failing the test after limit.
+func waitSaves(t *testing.T, r io.Reader, n int, limit time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(r, make([]byte, n))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the writer did not report %d saves: %v", n, err)
+		}
+	case <-time.After(limit):
+		t.Fatalf("the writer did not report %d saves in %v", n, limit)
 	}
 }
