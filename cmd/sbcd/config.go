@@ -140,7 +140,7 @@ func timeline(w io.Writer, c *config.Config, sp session.Params, kp keepalive.Par
 	} else {
 		fmt.Fprintf(w, "  mode %s, one keep-alive per binding every %s (SS_SIP_NAT_KEEP_ALIVE_PERIOD), %s\n",
 			kp.Mode, secs(kp.Period), natScope(kp.NATedOnly))
-		fmt.Fprintf(w, "  at most %d per batch (SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME), a batch every %v (SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL): room for %d bindings per period\n",
+		fmt.Fprintf(w, "  at most %d per batch (SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME), batches at least %v apart (SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL): room for %d bindings per period\n",
 			kp.SendOneTime, kp.SendInterval, kp.Capacity())
 		n := c.Registrar.MaxBindings
 		fmt.Fprintf(w, "  with a full binding table (%d): %.1f packets/s\n", n, kp.PacketsPerSecond(min(n, kp.Capacity())))

@@ -12,7 +12,8 @@ import (
 	"sbcd/timers/keepalive"
 )
 
-// The keep-alive engine. Every SendInterval Run calls tick, which advances
+// The keep-alive engine. Run calls tick once per batch (at most every
+// SendInterval, keepalive.Table.BatchDue), which advances
 // the pacer of the binding table under the lock, turns its Ping events into
 // a batch of (flow, destination, payload) keep-alives and hands the batch
 // to the Sender after releasing the lock, so the Sender can write the UDP
@@ -73,11 +74,12 @@ func (r *Registrar) SetKeepalive(p keepalive.Params) error {
 	return nil
 }
 
-// Run drives the pacer every SendInterval until ctx is done and sends the
-// keep-alives through s. Its ticks fall half an interval after the pacer's
-// tick due times (keepalive.Table.NextDue), so timer jitter never releases
-// two ticks' bindings in one batch and none in the next (DESIGN.md §3: no
-// burst larger than send_one_time). While the binding table is empty it
+// Run drives the pacer once per batch until ctx is done and sends the
+// keep-alives through s. Its ticks fall half an interval after the due
+// time of the last pacer tick a batch can take (keepalive.Table.BatchDue),
+// so timer jitter never adds the next tick's bindings to a batch and
+// leaves none for the next (DESIGN.md §3: no burst larger than
+// send_one_time). While the binding table is empty it
 // does not tick at all and waits for the first binding (an idle box should
 // cost no CPU, DESIGN.md §10); the pacer then moves its schedule to the
 // clock (keepalive.Table.Advance). It returns nil when ctx is done, an
@@ -115,19 +117,21 @@ func (r *Registrar) Run(ctx context.Context, s Sender) error {
 }
 
 // untilTick returns how long Run waits after a tick at now: until half an
-// interval after the pacer's next due time, between half an interval and
-// one and a half; a whole interval when the pacer is behind (a batch cut
-// short by send_one_time), so batches stay an interval apart.
+// interval after the due time of the last tick the next batch can take
+// (keepalive.Table.BatchDue): with a next tick due between now and an
+// interval from now, and BatchDue that many intervals after it; a whole
+// interval when the pacer is behind (a batch cut short by send_one_time),
+// so batches stay an interval apart.
 func (r *Registrar) untilTick(now time.Time) time.Duration {
 	mnow := r.mono(now)
 	r.mu.Lock()
-	due := r.tab.NextDue()
+	next, batch := r.tab.NextDue(), r.tab.BatchDue()
 	iv := int64(r.tab.Params().SendInterval)
 	r.mu.Unlock()
-	if due <= mnow {
+	if next <= mnow {
 		return time.Duration(iv)
 	}
-	return time.Duration(min(due-mnow, iv) + iv/2)
+	return time.Duration(min(next-mnow, iv) + batch - next + iv/2)
 }
 
 // sleepIfEmpty reports whether the table is empty, and if so marks Run

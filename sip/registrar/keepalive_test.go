@@ -381,9 +381,12 @@ func TestRunSleepsWhenEmpty(t *testing.T) {
 	}
 }
 
-// TestUntilTick: Run ticks half an interval after the pacer's due times,
-// whatever the phase of its timer, and an interval apart while the pacer
-// is behind.
+// TestUntilTick: Run ticks half an interval after the due time of the
+// last pacer tick the next batch can take, whatever the phase of its
+// timer, and an interval apart while the pacer is behind. With fastParams
+// (period 1 s, 10 ms ticks) a batch may take the two ticks of a group
+// (ticks 2k and 2k+1: batchSpan is 1 % of the period) when their bindings
+// fit send_one_time.
 func TestUntilTick(t *testing.T) {
 	const iv = 10 * time.Millisecond
 	tests := []struct {
@@ -393,10 +396,19 @@ func TestUntilTick(t *testing.T) {
 		ticks     []time.Duration // tick at these offsets from the epoch
 		wantAfter time.Duration   // untilTick after the last one
 	}{
-		{name: "on a due time", ticks: []time.Duration{0}, wantAfter: iv + iv/2},
-		{name: "half way", ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: iv},
-		{name: "late", ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: 7 * time.Millisecond},
-		{name: "early", ticks: []time.Duration{0, 11 * time.Millisecond}, wantAfter: 14 * time.Millisecond},
+		// 100 bindings in 100 ticks, 1 per batch: every tick is a batch.
+		{name: "on a due time", bindings: 100, oneTime: 1, ticks: []time.Duration{0}, wantAfter: iv + iv/2},
+		{name: "half way", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: iv},
+		{name: "late", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: 7 * time.Millisecond},
+		{name: "early", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 11 * time.Millisecond}, wantAfter: 14 * time.Millisecond},
+		// 100 bindings, 2 per batch: a batch takes the two ticks of a
+		// group (ticks 2k and 2k+1), the wait an interval longer.
+		{name: "two ticks a batch", bindings: 100, oneTime: 2, ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: 2 * iv},
+		{name: "two ticks a batch, late", bindings: 100, oneTime: 2, ticks: []time.Duration{0, 15 * time.Millisecond, 38 * time.Millisecond}, wantAfter: 17 * time.Millisecond},
+		// Tick 1 ends its group: no more in its batch.
+		{name: "end of a group", bindings: 100, oneTime: 2, ticks: []time.Duration{0}, wantAfter: iv + iv/2},
+		// No bindings in the ticks ahead: the whole group.
+		{name: "empty ticks", ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: 2 * iv},
 		// 300 bindings in 100 ticks, 1 per batch: always behind.
 		{name: "behind", bindings: 300, oneTime: 1, ticks: []time.Duration{0, iv}, wantAfter: iv},
 	}

@@ -858,3 +858,162 @@ func TestNextDue(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchDue: the due time of the last tick a batch can take, for
+// schedules of different loads (defaults: 10 ms ticks, 100 per batch,
+// batchSpan 150 ms).
+func TestBatchDue(t *testing.T) {
+	p := DefaultParams()
+	iv := int64(p.SendInterval)
+	if got := p.batchSpan(); got != 150*int64(time.Millisecond) {
+		t.Fatalf("batchSpan = %v, want 150ms (half of MaxLag)", time.Duration(got))
+	}
+	tests := []struct {
+		name     string
+		p        Params
+		bindings int
+		calls    []int64 // Advance at these times
+		want     int64   // BatchDue, ticks after NextDue
+	}{
+		{name: "empty table: the whole span", want: 15},
+		{name: "a few bindings: the whole span", bindings: 30, want: 15},
+		// 3,000 ticks; 10,000 bindings: 3 or 4 per tick, a batch of
+		// 100 reaches no further than the span.
+		{name: "10,000 bindings", bindings: 10000, want: 15},
+		// 100,000 bindings: 33 or 34 per tick, so two or three ticks fit
+		// 100. The first three slots in placement order are 0, 1500 and
+		// 750 (van der Corput), so slots 0 and 1 hold 34 and slot 2 33:
+		// 34+34 fit, +33 does not.
+		{name: "100,000 bindings", bindings: 100000, want: 1},
+		{name: "100,000 bindings, a tick later", bindings: 100000, calls: []int64{1000 + iv/2}, want: 2},
+		// 300,000: 100 per tick, each tick a batch of its own.
+		{name: "full ticks", bindings: 300000, want: 0},
+		// One more than the budget in the first tick: it is cut short,
+		// and the rest of it is due at once.
+		{name: "budget spent mid-tick", bindings: 300001, calls: []int64{1000}, want: 0},
+		// period/100 (10 ms) is shorter than MaxLag/2 (50 ms): one tick.
+		{name: "1 s period: 1 % of it", p: fastPeriod(time.Second), want: 1},
+		// 1 % of 30 s is less than a 1 s interval: no coalescing.
+		{name: "1 s interval", p: func() Params { p := DefaultParams(); p.SendInterval = time.Second; return p }(), want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pp := tt.p
+			if pp.Period == 0 {
+				pp = p
+			}
+			tab := mustNew(t, max(tt.bindings, 1), pp, 1000)
+			for i := range tt.bindings {
+				if _, err := tab.Upsert(aor(i), "c", forever(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out []Event
+			for _, now := range tt.calls {
+				out = tab.Advance(now, out[:0])
+			}
+			next := tab.NextDue()
+			if got := (tab.BatchDue() - next) / int64(pp.SendInterval); got != tt.want {
+				t.Errorf("BatchDue = NextDue + %d ticks, want + %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func fastPeriod(d time.Duration) Params {
+	p := DefaultParams()
+	p.Period = d
+	return p
+}
+
+// TestBatchDriver drives the pacer as the registrar does: each Advance
+// half an interval after BatchDue. Batches never exceed send_one_time,
+// every binding's interval is the period (within batchSpan, 1 % of the
+// period, while bindings come and go), every binding is pinged once per
+// period, and the driver wakes far less often than once per tick.
+func TestBatchDriver(t *testing.T) {
+	p := DefaultParams()
+	iv := int64(p.SendInterval)
+	tests := []struct {
+		name     string
+		n        int
+		maxCalls int // Advance calls per period
+	}{
+		// 34+33+33 = 100 at best, groups of 16 ticks: about 1,100 calls
+		// in 3,000 ticks (37.5 a second, against 100 a tick at a time).
+		{"100,000 bindings", 100000, 1200},
+		// 3.33 per tick: a 150-ms span (16 ticks, 53 pings) a batch.
+		{"10,000 bindings", 10000, 3000/16 + 1},
+		{"100 bindings", 100, 3000/16 + 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := mustNew(t, tt.n, p, 0)
+			rng := rand.New(rand.NewPCG(1, 2))
+			ids := make([]ID, 0, tt.n)
+			for i := range tt.n {
+				id, err := tab.Upsert(aor(i), "c", forever(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, id)
+			}
+			d := newDriver(t, tab, 0)
+			drive := func(periods int, churn bool) int {
+				calls := 0
+				end := d.now + int64(periods)*int64(p.Period)
+				for d.now < end {
+					d.advance(tab.BatchDue() + iv/2)
+					calls++
+					if churn && calls%10 == 0 {
+						// a binding leaves and another comes: loads move
+						k := rng.IntN(len(ids))
+						tab.Remove(ids[k])
+						d.forget(ids[k])
+						id, err := tab.Upsert(aor(tt.n+calls), "c", forever(tt.n+calls))
+						if err != nil {
+							t.Fatal(err)
+						}
+						ids[k] = id
+					}
+				}
+				return calls
+			}
+			drive(2, false)
+			d.resetGaps()
+			calls := drive(3, false)
+			if d.maxBatch > p.SendOneTime {
+				t.Errorf("largest batch %d > %d", d.maxBatch, p.SendOneTime)
+			}
+			if calls > 3*tt.maxCalls {
+				t.Errorf("%d Advance calls in 3 periods, want at most %d", calls, 3*tt.maxCalls)
+			}
+			// A stable table: each tick is released at the same place of
+			// its group in every period.
+			if d.minGap != int64(p.Period) || d.maxGap != int64(p.Period) {
+				t.Errorf("gaps %v..%v, want exactly %v", time.Duration(d.minGap), time.Duration(d.maxGap), p.Period)
+			}
+			// The window ends with the first call past 3 periods, up to a
+			// span later: a binding whose tick is in that span gets 4.
+			for id, n := range d.pings {
+				if n < 3 || n > 4 {
+					t.Fatalf("binding %#x pinged %d times in 3 periods", uint64(id), n)
+				}
+			}
+			if len(d.pings) != tt.n {
+				t.Errorf("%d bindings pinged, want %d", len(d.pings), tt.n)
+			}
+			t.Logf("%d calls in 3 periods, gaps %v..%v, largest batch %d", calls,
+				time.Duration(d.minGap), time.Duration(d.maxGap), d.maxBatch)
+			// With bindings coming and going the batches move, and every
+			// interval still stays within the span.
+			span := p.batchSpan()
+			d.resetGaps()
+			drive(3, true)
+			if d.maxBatch > p.SendOneTime || d.minGap < int64(p.Period)-span || d.maxGap > int64(p.Period)+span {
+				t.Errorf("with churn: largest batch %d, gaps %v..%v", d.maxBatch, time.Duration(d.minGap), time.Duration(d.maxGap))
+			}
+			checkInvariants(t, tab)
+		})
+	}
+}

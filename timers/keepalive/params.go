@@ -99,9 +99,11 @@ type Params struct {
 	// TOML period (seconds), VOS3000 SS_SIP_NAT_KEEP_ALIVE_PERIOD, default
 	// 30 s, range 1 s to 3600 s, a whole multiple of SendInterval.
 	Period time.Duration
-	// SendInterval is the gap between two batches: the pacer's tick.
-	// TOML send_interval (milliseconds), VOS3000
-	// SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL, default 10 ms, range 1 ms to 1 s.
+	// SendInterval is the pacer's tick and the shortest gap between two
+	// batches (a batch may take several ticks whose bindings fit
+	// SendOneTime, Table.BatchDue). TOML send_interval (milliseconds),
+	// VOS3000 SS_SIP_NAT_KEEP_ALIVE_SEND_INTERVAL, default 10 ms, range
+	// 1 ms to 1 s.
 	SendInterval time.Duration
 	// SendOneTime is the most keep-alives sent in one batch.
 	// TOML send_one_time, VOS3000 SS_SIP_NAT_KEEP_ALIVE_SEND_ONE_TIME,

@@ -92,6 +92,15 @@ type entry struct {
 // than SendOneTime bindings only when the table holds more than
 // Params.Capacity bindings.
 //
+// # Fuller batches, fewer wake-ups
+//
+// An owner that calls Advance half an interval after BatchDue (the
+// registrar does) gets several ticks in one call when their bindings fit
+// SendOneTime, never more than 1 % of the period's worth of ticks (see
+// BatchDue): batches are at least SendInterval apart and at most
+// SendOneTime large, as VOS3000's SEND_INTERVAL and SEND_ONE_TIME ask, but
+// a box with few bindings does not wake every SendInterval to send one.
+//
 // # Bounded batches and a late driver
 //
 // One call of Advance visits at most SendOneTime bindings, so it never asks

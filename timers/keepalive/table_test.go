@@ -306,6 +306,10 @@ func TestZeroAllocs(t *testing.T) {
 			now += 50 * int64(p.SendInterval)
 			out = tab.Advance(now, out[:0])
 		}},
+		{"Advance at BatchDue", func() {
+			now = tab.BatchDue() + int64(p.SendInterval)/2
+			out = tab.Advance(now, out[:0])
+		}},
 		{"Stats", func() { _ = tab.Stats() }},
 	}
 	for _, c := range cases {
