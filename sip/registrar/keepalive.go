@@ -109,19 +109,20 @@ func (r *Registrar) Run(ctx context.Context, s Sender) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			now := r.now()
-			r.tick(now, s)
-			t.Reset(r.untilTick(now))
+			r.tick(r.now(), s)
+			t.Reset(r.untilTick(r.now()))
 		}
 	}
 }
 
-// untilTick returns how long Run waits after a tick at now: until half an
-// interval after the due time of the last tick the next batch can take
-// (keepalive.Table.BatchDue): with a next tick due between now and an
-// interval from now, and BatchDue that many intervals after it; a whole
-// interval when the pacer is behind (a batch cut short by send_one_time),
-// so batches stay an interval apart.
+// untilTick returns how long Run waits after a batch that it finished
+// sending at now: until half an interval after the due time of the last
+// tick the next batch can take (keepalive.Table.BatchDue), with a next tick
+// due between now and an interval from now, and BatchDue that many
+// intervals after it; never less than an interval, so a timer that fired
+// late never brings two batches within one send_interval (DESIGN.md §3 and
+// §10: no burst larger than send_one_time), and a pacer that is behind (a
+// batch cut short by send_one_time) sends one batch per interval.
 func (r *Registrar) untilTick(now time.Time) time.Duration {
 	mnow := r.mono(now)
 	r.mu.Lock()
@@ -131,7 +132,7 @@ func (r *Registrar) untilTick(now time.Time) time.Duration {
 	if next <= mnow {
 		return time.Duration(iv)
 	}
-	return time.Duration(min(next-mnow, iv) + batch - next + iv/2)
+	return time.Duration(max(min(next-mnow, iv)+batch-next+iv/2, iv))
 }
 
 // sleepIfEmpty reports whether the table is empty, and if so marks Run

@@ -383,7 +383,8 @@ func TestRunSleepsWhenEmpty(t *testing.T) {
 
 // TestUntilTick: Run ticks half an interval after the due time of the
 // last pacer tick the next batch can take, whatever the phase of its
-// timer, and an interval apart while the pacer is behind. With fastParams
+// timer, never within an interval of the last batch, and an interval
+// apart while the pacer is behind. With fastParams
 // (period 1 s, 10 ms ticks) a batch may take the two ticks of a group
 // (ticks 2k and 2k+1: batchSpan is 1 % of the period) when their bindings
 // fit send_one_time.
@@ -399,7 +400,10 @@ func TestUntilTick(t *testing.T) {
 		// 100 bindings in 100 ticks, 1 per batch: every tick is a batch.
 		{name: "on a due time", bindings: 100, oneTime: 1, ticks: []time.Duration{0}, wantAfter: iv + iv/2},
 		{name: "half way", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: iv},
-		{name: "late", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: 7 * time.Millisecond},
+		// The tick 28 ms after the epoch is 3 ms late: the next one is
+		// due 7 ms later, but no batch follows another within an
+		// interval.
+		{name: "late", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: iv},
 		{name: "early", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 11 * time.Millisecond}, wantAfter: 14 * time.Millisecond},
 		// 100 bindings, 2 per batch: a batch takes the two ticks of a
 		// group (ticks 2k and 2k+1), the wait an interval longer.
