@@ -37,6 +37,23 @@ const (
 	branchLen    = len(branchMarker) + 32
 )
 
+// udpFlow marks, in the flow the pacer keeps for a binding
+// (keepalive.Binding.Flow), a binding over UDP: the flow is then the
+// socket index with this bit set, and a keep-alive in message or crlf mode
+// is made from the pacer's event alone. tick need not read the binding's
+// record, one cache miss per keep-alive fewer (100,000 records are 17 MB,
+// each visited once a period). Other flows keep the socket index and are
+// read from the record.
+const udpFlow = 1 << 31
+
+// pacerFlow is the flow the pacer keeps for a binding over f.
+func pacerFlow(f Flow) uint32 {
+	if f.Network == "UDP" && f.Socket >= 0 && f.Socket < udpFlow {
+		return uint32(f.Socket) | udpFlow
+	}
+	return uint32(f.Socket) &^ udpFlow
+}
+
 // pingRing is the number of one-second buckets kept for PingsPerSecond.
 const pingRing = 8
 
@@ -187,18 +204,23 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 	var pings uint64
 	for _, ev := range r.events {
 		i := uint32(ev.ID.Index())
-		rc := &r.rec[i]
 		switch ev.Kind {
 		case keepalive.Ping:
 			pings++
+			if r.ka.mode != keepalive.ModeOptions && ev.Flow&udpFlow != 0 {
+				payload := r.ka.message
+				if r.ka.mode == keepalive.ModeCRLF {
+					payload = crlfPing
+				}
+				f := Flow{Network: "UDP", Socket: int(ev.Flow &^ udpFlow)}
+				r.pending = append(r.pending, Keepalive{Flow: f, Dst: ev.Source, Payload: payload})
+				continue
+			}
+			rc := &r.rec[i]
 			var payload []byte
 			switch r.ka.mode {
 			case keepalive.ModeMessage:
-				if rc.flow.Network == "UDP" {
-					payload = r.ka.message
-				} else {
-					payload = crlfPing // a bare message would break stream framing
-				}
+				payload = crlfPing // not over UDP: a bare message would break stream framing
 			case keepalive.ModeCRLF:
 				payload = crlfPing
 			case keepalive.ModeOptions:
@@ -216,9 +238,11 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 			}
 			r.pending = append(r.pending, Keepalive{Flow: rc.flow, Dst: ev.Source, Payload: payload})
 		case keepalive.Expired:
+			rc := &r.rec[i]
 			r.log.Debug("registrar: binding expired", "aor", rc.aor, "contact", rc.contact, "source", ev.Source)
 			r.forget(i)
 		case keepalive.Evicted:
+			rc := &r.rec[i]
 			r.log.Info("registrar: binding evicted: keep-alive OPTIONS unanswered",
 				"aor", rc.aor, "contact", rc.contact, "source", ev.Source, "max_failures", r.tab.Params().MaxFailures)
 			r.forget(i)

@@ -527,3 +527,23 @@ func (s *chanSender) SendKeepalives(batch []Keepalive) {
 }
 
 func (s *chanSender) SentBy(string) (string, int) { return "192.0.2.10", 5060 }
+
+// TestPacerFlow: a UDP flow is marked so that tick makes its keep-alive
+// from the pacer's event alone; any other flow is read from the record.
+func TestPacerFlow(t *testing.T) {
+	for _, c := range []struct {
+		f    Flow
+		want uint32
+	}{
+		{Flow{Network: "UDP", Socket: 0}, udpFlow},
+		{Flow{Network: "UDP", Socket: 3}, udpFlow | 3},
+		{Flow{Network: "TCP", Socket: 3}, 3},
+		{Flow{Network: "TLS", Socket: 1}, 1},
+		{Flow{Network: "UDP", Socket: -1}, ^uint32(0) &^ udpFlow}, // not a socket index: from the record
+		{Flow{Network: "TCP", Socket: -1}, ^uint32(0) &^ udpFlow},
+	} {
+		if got := pacerFlow(c.f); got != c.want {
+			t.Errorf("pacerFlow(%+v) = %#x, want %#x", c.f, got, c.want)
+		}
+	}
+}

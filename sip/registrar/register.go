@@ -441,7 +441,7 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 		}
 		id, err := r.tab.Upsert(aor, c.uri, keepalive.Binding{
 			Source:  src,
-			Flow:    uint32(f.Socket),
+			Flow:    pacerFlow(f),
 			Expires: now + int64(c.expires),
 			NATed:   c.nated,
 		})
