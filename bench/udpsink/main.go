@@ -7,17 +7,30 @@
 // bindings from, which SIPp has released by then, plus optionally the
 // Contact host:port, where nothing should arrive). With -sample K it also
 // registers K bindings of its own with the registrar at -register, each from
-// its own ephemeral UDP socket on 127.0.0.1, so that the keep-alives of those
-// K bindings can be told apart: their per-binding intervals give the spread
-// (all the bulk bindings share one source address and one payload).
+// its own ephemeral UDP socket on the first -addr's host, so that the
+// keep-alives of those K bindings can be told apart: their per-binding
+// intervals give the spread (all the bulk bindings share one source address
+// and one payload).
 //
 // After -warmup it reads utime+stime of every -pids process from
 // /proc/PID/stat, counts for -measure, reads them again, and prints
 // key=value lines (also to -out). Receive times are the kernel's
 // (SO_TIMESTAMPNS), so a late reader does not distort bursts or intervals.
 //
-// Standard library only; loopback only (every address must be in
-// 127.0.0.0/8).
+// On loopback the kernel delivers each datagram to the sink, and wakes it,
+// inside the sender's system call: the registrar is charged for the
+// receiving end too, which on the box is the phone's. With -egress TUN
+// (a persistent tun device in the benchmark's own network namespace) and
+// -egress-prefix P (the sink's host, for example 10.203.1.1/32, an address
+// on lo) a second window follows: udpsink attaches to the tun device,
+// routes P through it and takes P off lo, so the keep-alives leave through
+// an interface as on the box (tun's transmit queues each packet for the
+// reader, as a NIC driver queues it for the hardware), and counts them
+// there (read times, not the kernel's), with the CPU of the same window.
+// Its keys carry the prefix "egress.".
+//
+// Standard library only. Every address must be one of this host's own (of
+// its network namespace): nothing is sent elsewhere.
 package main
 
 import (
@@ -50,8 +63,8 @@ type sock struct {
 }
 
 func main() {
-	addrs := flag.String("addr", "127.0.0.1:15070", "comma-separated loopback host:port list to count datagrams on")
-	register := flag.String("register", "", "registrar host:port (loopback) for the -sample bindings")
+	addrs := flag.String("addr", "127.0.0.1:15070", "comma-separated host:port list (this host's own addresses) to count datagrams on")
+	register := flag.String("register", "", "registrar host:port (this host's) for the -sample bindings")
 	sample := flag.Int("sample", 0, "bindings to register from their own sockets (per-binding intervals)")
 	prefix := flag.String("user-prefix", "s", "user part prefix of the sample bindings (user = prefix + index)")
 	contact := flag.String("contact", "127.0.0.2:15069", "host:port in the sample bindings' Contact URI")
@@ -62,6 +75,9 @@ func main() {
 	period := flag.Duration("period", 30*time.Second, "expected keep-alive period (interval spread is relative to it)")
 	pids := flag.String("pids", "", "comma-separated pids whose utime+stime is summed over the window")
 	out := flag.String("out", "", "also write the key=value report to this file")
+	egress := flag.String("egress", "", "a persistent tun device: after the window, a second one with the keep-alives leaving through it")
+	egressPrefix := flag.String("egress-prefix", "", "with -egress: the sink's host as a prefix on lo (for example 10.203.1.1/32), moved to the tun device")
+	egressWarmup := flag.Duration("egress-warmup", 5*time.Second, "with -egress: settling time before its window")
 	flag.Parse()
 
 	w := io.Writer(os.Stdout)
@@ -83,9 +99,9 @@ func main() {
 		if a == "" {
 			continue
 		}
-		ua, err := net.ResolveUDPAddr("udp4", a)
-		if err != nil || !ua.IP.IsLoopback() {
-			fatal("-addr %q: not a loopback address (%v)", a, err)
+		ua, err := ownAddr(a)
+		if err != nil {
+			fatal("-addr: %v", err)
 		}
 		c, err := listen(ua)
 		if err != nil {
@@ -95,6 +111,9 @@ func main() {
 	}
 	if len(socks) == 0 {
 		fatal("no -addr")
+	}
+	if (*egress == "") != (*egressPrefix == "") {
+		fatal("-egress and -egress-prefix go together")
 	}
 
 	var pidList []int
@@ -113,17 +132,18 @@ func main() {
 	var samples []*sock
 	regStatus := map[string]int{}
 	if *sample > 0 {
-		ra, err := net.ResolveUDPAddr("udp4", *register)
-		if err != nil || !ra.IP.IsLoopback() {
-			fatal("-register %q: not a loopback address (%v)", *register, err)
+		ra, err := ownAddr(*register)
+		if err != nil {
+			fatal("-register: %v", err)
 		}
+		host := socks[0].conn.LocalAddr().(*net.UDPAddr).IP
 		samples = make([]*sock, *sample)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 64)
 		deadline := time.Now().Add(*regTimeout)
 		for i := range samples {
-			c, err := listen(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			c, err := listen(&net.UDPAddr{IP: host})
 			if err != nil {
 				fatal("sample socket %d: %v", i, err)
 			}
@@ -162,38 +182,86 @@ func main() {
 	}
 
 	time.Sleep(*warmup)
-	cpu0, err0 := cpuTicks(pidList)
-	start := time.Now()
-	time.Sleep(*measure)
-	cpu1, err1 := cpuTicks(pidList)
-	end := time.Now()
-	time.Sleep(50 * time.Millisecond) // datagrams already queued at end
-	drops := udpDrops(socks)
+	lo := measureWindow(pidList, *measure)
+	time.Sleep(50 * time.Millisecond)  // datagrams already queued at end
+	put("sink.drops", udpDrops(socks)) // receive-buffer overflows on our sockets
+
+	var eg *window
+	var tun *tunSink
+	if *egress != "" {
+		var err error
+		if tun, err = openTun(*egress, socks); err != nil {
+			fatal("egress: %v", err)
+		}
+		if err := route(*egressPrefix, *egress); err != nil {
+			fatal("egress: %v", err)
+		}
+		time.Sleep(*egressWarmup)
+		d0, err0 := tunDropped(*egress)
+		eg = measureWindow(pidList, *measure)
+		time.Sleep(50 * time.Millisecond)
+		d1, err1 := tunDropped(*egress)
+		if err0 != nil || err1 != nil {
+			put("egress.tun.error", strings.ReplaceAll(fmt.Sprint(errors.Join(err0, err1)), "\n", "; "))
+		}
+		put("egress.tun.dropped", d1-d0) // the reader fell behind
+		put("egress.tun.other", tun.other.Load())
+		tun.close()
+	}
 	for _, s := range socks {
 		s.conn.Close()
 	}
 	wg.Wait()
 
-	t0, t1 := start.UnixNano(), end.UnixNano()
-	win := end.Sub(start).Seconds()
-	put("window_s", fmt.Sprintf("%.3f", win))
-	put("sink.drops", drops) // whole run: receive-buffer overflows on our sockets
+	analyze(put, "", lo, socks, samples, *period)
+	if eg != nil {
+		analyze(put, "egress.", eg, socks, samples, *period)
+	}
+}
+
+// window is one measurement window: its wall-clock bounds and the CPU
+// ticks of each pid over it.
+type window struct {
+	start, end time.Time
+	pids       []int
+	cpu0, cpu1 []int64
+	err        error
+}
+
+// measureWindow samples the pids' CPU, sleeps d and samples it again.
+func measureWindow(pids []int, d time.Duration) *window {
+	w := &window{pids: pids}
+	var err0, err1 error
+	w.cpu0, err0 = cpuTicks(pids)
+	w.start = time.Now()
+	time.Sleep(d)
+	w.cpu1, err1 = cpuTicks(pids)
+	w.end = time.Now()
+	w.err = errors.Join(err0, err1)
+	return w
+}
+
+// analyze reports what arrived in window w, its keys prefixed with pre.
+func analyze(put func(string, any), pre string, w *window, socks, samples []*sock, period time.Duration) {
+	t0, t1 := w.start.UnixNano(), w.end.UnixNano()
+	win := w.end.Sub(w.start).Seconds()
+	put(pre+"window_s", fmt.Sprintf("%.3f", win))
 
 	// CPU over the window
 	tck := 100.0 // CLK_TCK on Linux/amd64
-	if len(pidList) > 0 {
-		if err0 != nil || err1 != nil {
-			put("cpu.error", strings.ReplaceAll(fmt.Sprint(errors.Join(err0, err1)), "\n", "; "))
+	if len(w.pids) > 0 {
+		if w.err != nil {
+			put(pre+"cpu.error", strings.ReplaceAll(fmt.Sprint(w.err), "\n", "; "))
 		}
 		var sum int64
-		for i, p := range pidList {
-			d := cpu1[i] - cpu0[i]
+		for i, p := range w.pids {
+			d := w.cpu1[i] - w.cpu0[i]
 			sum += d
-			put(fmt.Sprintf("cpu.pid.%d_ticks", p), d)
+			put(fmt.Sprintf("%scpu.pid.%d_ticks", pre, p), d)
 		}
-		put("cpu.ticks", sum)
-		put("cpu.s", fmt.Sprintf("%.2f", float64(sum)/tck))
-		put("cpu.pct_core", fmt.Sprintf("%.3f", float64(sum)/tck/win*100))
+		put(pre+"cpu.ticks", sum)
+		put(pre+"cpu.s", fmt.Sprintf("%.2f", float64(sum)/tck))
+		put(pre+"cpu.pct_core", fmt.Sprintf("%.3f", float64(sum)/tck/win*100))
 	}
 
 	// datagrams in the window, everything merged
@@ -213,7 +281,7 @@ func main() {
 		}
 		s.mu.Unlock()
 		if !s.sample {
-			put("dgrams.addr."+s.name, n)
+			put(pre+"dgrams.addr."+s.name, n)
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
@@ -225,9 +293,9 @@ func main() {
 			}
 		}
 	}
-	put("dgrams.sample", nSample)
-	put("dgrams.total", len(all))
-	put("dgrams.per_s", fmt.Sprintf("%.1f", float64(len(all))/win))
+	put(pre+"dgrams.sample", nSample)
+	put(pre+"dgrams.total", len(all))
+	put(pre+"dgrams.per_s", fmt.Sprintf("%.1f", float64(len(all))/win))
 
 	// payloads (whole run, not only the window)
 	pk := make([]string, 0, len(payloads))
@@ -235,21 +303,21 @@ func main() {
 		pk = append(pk, p)
 	}
 	sort.Slice(pk, func(i, j int) bool { return payloads[pk[i]] > payloads[pk[j]] })
-	put("payload.distinct", len(pk))
+	put(pre+"payload.distinct", len(pk))
 	for i, p := range pk {
 		if i == 3 {
 			break
 		}
-		put(fmt.Sprintf("payload.%d.hex", i), hex.EncodeToString([]byte(p)))
-		put(fmt.Sprintf("payload.%d.bytes", i), len(p))
-		put(fmt.Sprintf("payload.%d.count", i), payloads[p])
+		put(fmt.Sprintf("%spayload.%d.hex", pre, i), hex.EncodeToString([]byte(p)))
+		put(fmt.Sprintf("%spayload.%d.bytes", pre, i), len(p))
+		put(fmt.Sprintf("%spayload.%d.count", pre, i), payloads[p])
 	}
 
 	// burst shape: per-second counts (whole seconds from window start),
 	// the largest number in any sliding 10 ms and 100 ms window, and how
 	// long each second's datagrams take from first to last
 	if len(all) > 0 {
-		nsec := int(end.Sub(start) / time.Second)
+		nsec := int(w.end.Sub(w.start) / time.Second)
 		per := make([]int, nsec)
 		first := make([]int64, nsec)
 		last := make([]int64, nsec)
@@ -266,9 +334,9 @@ func main() {
 		cp := append([]int(nil), per...)
 		sort.Ints(cp)
 		if nsec > 0 {
-			put("per_s.min", cp[0])
-			put("per_s.median", cp[nsec/2])
-			put("per_s.max", cp[nsec-1])
+			put(pre+"per_s.min", cp[0])
+			put(pre+"per_s.median", cp[nsec/2])
+			put(pre+"per_s.max", cp[nsec-1])
 		}
 		var spans []float64
 		for i := range per {
@@ -278,12 +346,12 @@ func main() {
 		}
 		sort.Float64s(spans)
 		if len(spans) > 0 {
-			put("per_s.span_ms.median", fmt.Sprintf("%.2f", spans[len(spans)/2]))
-			put("per_s.span_ms.max", fmt.Sprintf("%.2f", spans[len(spans)-1]))
+			put(pre+"per_s.span_ms.median", fmt.Sprintf("%.2f", spans[len(spans)/2]))
+			put(pre+"per_s.span_ms.max", fmt.Sprintf("%.2f", spans[len(spans)-1]))
 		}
-		put("burst.max_in_1ms", maxInWindow(all, int64(time.Millisecond)))
-		put("burst.max_in_10ms", maxInWindow(all, int64(10*time.Millisecond)))
-		put("burst.max_in_100ms", maxInWindow(all, int64(100*time.Millisecond)))
+		put(pre+"burst.max_in_1ms", maxInWindow(all, int64(time.Millisecond)))
+		put(pre+"burst.max_in_10ms", maxInWindow(all, int64(10*time.Millisecond)))
+		put(pre+"burst.max_in_100ms", maxInWindow(all, int64(100*time.Millisecond)))
 		// clusters: runs of datagrams less than 5 ms apart (below sbcd's
 		// 10-ms batch interval, far above a batch's own spacing)
 		var sizes []int
@@ -302,11 +370,11 @@ func main() {
 		}
 		sort.Ints(sizes)
 		sort.Float64s(spans2)
-		put("cluster.count", len(sizes))
-		put("cluster.size_median", sizes[len(sizes)/2])
-		put("cluster.size_max", sizes[len(sizes)-1])
-		put("cluster.span_ms_median", fmt.Sprintf("%.3f", spans2[len(spans2)/2]))
-		put("cluster.span_ms_max", fmt.Sprintf("%.3f", spans2[len(spans2)-1]))
+		put(pre+"cluster.count", len(sizes))
+		put(pre+"cluster.size_median", sizes[len(sizes)/2])
+		put(pre+"cluster.size_max", sizes[len(sizes)-1])
+		put(pre+"cluster.span_ms_median", fmt.Sprintf("%.3f", spans2[len(spans2)/2]))
+		put(pre+"cluster.span_ms_max", fmt.Sprintf("%.3f", spans2[len(spans2)-1]))
 		// inter-arrival gaps
 		gaps := make([]int64, 0, len(all))
 		for i := 1; i < len(all); i++ {
@@ -317,9 +385,9 @@ func main() {
 			q := func(f float64) string {
 				return fmt.Sprintf("%.3f", float64(gaps[int(f*float64(len(gaps)-1))])/1e6)
 			}
-			put("gap_ms.p50", q(0.5))
-			put("gap_ms.p99", q(0.99))
-			put("gap_ms.max", q(1))
+			put(pre+"gap_ms.p50", q(0.5))
+			put(pre+"gap_ms.p99", q(0.99))
+			put(pre+"gap_ms.max", q(1))
 		}
 	}
 
@@ -347,10 +415,10 @@ func main() {
 			}
 			sipAfter += s.sip
 		}
-		put("sample.pinged_in_window", pinged)
-		put("sample.silent_in_window", silent)
-		put("sample.sip_messages_after_register", sipAfter)
-		put("interval.n", len(ivs))
+		put(pre+"sample.pinged_in_window", pinged)
+		put(pre+"sample.silent_in_window", silent)
+		put(pre+"sample.sip_messages_after_register", sipAfter)
+		put(pre+"interval.n", len(ivs))
 		if len(ivs) > 0 {
 			sort.Float64s(ivs)
 			p := period.Seconds()
@@ -359,13 +427,35 @@ func main() {
 				sum += v
 			}
 			dev := max(p-ivs[0], ivs[len(ivs)-1]-p) / p * 100
-			put("interval.min_s", fmt.Sprintf("%.4f", ivs[0]))
-			put("interval.median_s", fmt.Sprintf("%.4f", ivs[len(ivs)/2]))
-			put("interval.mean_s", fmt.Sprintf("%.4f", sum/float64(len(ivs))))
-			put("interval.max_s", fmt.Sprintf("%.4f", ivs[len(ivs)-1]))
-			put("interval.max_dev_pct", fmt.Sprintf("%.3f", dev))
+			put(pre+"interval.min_s", fmt.Sprintf("%.4f", ivs[0]))
+			put(pre+"interval.median_s", fmt.Sprintf("%.4f", ivs[len(ivs)/2]))
+			put(pre+"interval.mean_s", fmt.Sprintf("%.4f", sum/float64(len(ivs))))
+			put(pre+"interval.max_s", fmt.Sprintf("%.4f", ivs[len(ivs)-1]))
+			put(pre+"interval.max_dev_pct", fmt.Sprintf("%.3f", dev))
 		}
 	}
+}
+
+// ownAddr resolves an IPv4 host:port and checks that the host is one of
+// this host's (or network namespace's) own addresses.
+func ownAddr(a string) (*net.UDPAddr, error) {
+	ua, err := net.ResolveUDPAddr("udp4", a)
+	if err != nil {
+		return nil, err
+	}
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	if ua.IP.IsLoopback() {
+		return ua, nil
+	}
+	for _, ifa := range ifas {
+		if n, ok := ifa.(*net.IPNet); ok && n.IP.Equal(ua.IP) {
+			return ua, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: not an address of this host", a)
 }
 
 func fatal(f string, a ...any) {
@@ -440,13 +530,18 @@ func (s *sock) read() {
 			s.mu.Unlock()
 			continue
 		}
-		s.mu.Lock()
-		s.ts = append(s.ts, ts)
-		if len(s.pay) < 16 || s.pay[string(buf[:n])] > 0 {
-			s.pay[string(buf[:n])]++
-		}
-		s.mu.Unlock()
+		s.record(buf[:n], ts)
 	}
+}
+
+// record counts one keep-alive with payload p received at ts.
+func (s *sock) record(p []byte, ts int64) {
+	s.mu.Lock()
+	s.ts = append(s.ts, ts)
+	if len(s.pay) < 16 || s.pay[string(p)] > 0 {
+		s.pay[string(p)]++
+	}
+	s.mu.Unlock()
 }
 
 // doRegister sends one REGISTER from s and waits for its final response

@@ -1,0 +1,121 @@
+// Command kafloor is the floor of bench/keepalive.sh: the least a program
+// can spend to send keep-alives at a given rate and pacing on this
+// machine, with nothing else to do (no binding table, no SIP, no runtime
+// work besides the sleep). It sends -message from -src to -dst at -rate
+// datagrams a second, paced one of two ways:
+//
+//   - batch: -batch datagrams in one sendmmsg(2) every batch/rate
+//     seconds (sbcd's pacing: at 100,000 bindings and a 30-s period,
+//     3,333/s in batches of at most send_one_time = 100, every 30 ms);
+//   - burst: one sendto(2) per datagram, the whole second's share in a row
+//     once a second (Kamailio nathelper's pacing).
+//
+// The benchmark runs it as a system under test of its own, through the
+// same sink and windows as the registrars, so that "CPU per keep-alive" of
+// each registrar can be set beside the floor of its own pacing: what the
+// kernel, the system calls and the wake-ups cost on this machine whatever
+// the program.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	src := flag.String("src", "", "local IPv4 host:port to send from")
+	dst := flag.String("dst", "", "IPv4 host:port to send to")
+	rate := flag.Int("rate", 3333, "datagrams per second")
+	pacing := flag.String("pacing", "batch", "batch (sendmmsg of -batch every batch/rate s) or burst (a second's share of sendto once a second)")
+	batch := flag.Int("batch", 100, "datagrams per sendmmsg, with -pacing batch")
+	message := flag.String("message", "HELLO", "payload")
+	duration := flag.Duration("duration", time.Hour, "stop after this long")
+	flag.Parse()
+
+	sa, err := netip.ParseAddrPort(*src)
+	if err != nil || !sa.Addr().Is4() {
+		fatal("-src %q: an IPv4 host:port is needed", *src)
+	}
+	da, err := netip.ParseAddrPort(*dst)
+	if err != nil || !da.Addr().Is4() {
+		fatal("-dst %q: an IPv4 host:port is needed", *dst)
+	}
+	if *rate < 1 || *batch < 1 || *batch > 1024 {
+		fatal("-rate must be at least 1, -batch 1 to 1024")
+	}
+	if *pacing != "batch" && *pacing != "burst" {
+		fatal("-pacing must be batch or burst")
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fatal("socket: %v", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(sa.Port()), Addr: sa.Addr().As4()}); err != nil {
+		fatal("bind %s: %v", sa, err)
+	}
+	payload := []byte(*message)
+	to := &unix.SockaddrInet4{Port: int(da.Port()), Addr: da.Addr().As4()}
+
+	// The sendmmsg vectors, all to dst, built once.
+	name := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: da.Addr().As4()}
+	port := (*[2]byte)(unsafe.Pointer(&name.Port)) // network byte order
+	port[0], port[1] = byte(da.Port()>>8), byte(da.Port())
+	iov := unix.Iovec{Base: &payload[0]}
+	iov.SetLen(len(payload))
+	hdrs := make([]unix.Mmsghdr, *batch)
+	for i := range hdrs {
+		hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&name))
+		hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		hdrs[i].Hdr.Iov = &iov
+		hdrs[i].Hdr.SetIovlen(1)
+	}
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	end := time.Now().Add(*duration)
+	var sent, failed int64
+	start := time.Now()
+	next := start
+	for time.Now().Before(end) {
+		select {
+		case <-stop:
+			end = time.Now()
+			continue
+		default:
+		}
+		if *pacing == "batch" {
+			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+			if e != 0 {
+				failed += int64(len(hdrs))
+			} else {
+				sent += int64(n)
+				failed += int64(len(hdrs)) - int64(n)
+			}
+			next = next.Add(time.Duration(int64(time.Second) * int64(*batch) / int64(*rate)))
+		} else {
+			for range *rate {
+				if err := unix.Sendto(fd, payload, 0, to); err != nil {
+					failed++
+				} else {
+					sent++
+				}
+			}
+			next = next.Add(time.Second)
+		}
+		time.Sleep(time.Until(next))
+	}
+	fmt.Printf("sent=%d failed=%d seconds=%.1f\n", sent, failed, time.Since(start).Seconds())
+}
+
+func fatal(f string, a ...any) {
+	fmt.Fprintf(os.Stderr, "kafloor: "+f+"\n", a...)
+	os.Exit(2)
+}
