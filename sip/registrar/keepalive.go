@@ -136,10 +136,13 @@ func (r *Registrar) Run(ctx context.Context, s Sender) error {
 // sending at now: until half an interval after the due time of the last
 // tick the next batch can take (keepalive.Table.BatchDue), with a next tick
 // due between now and an interval from now, and BatchDue that many
-// intervals after it; never less than an interval, so a timer that fired
-// late never brings two batches within one send_interval (DESIGN.md §3 and
-// §10: no burst larger than send_one_time), and a pacer that is behind (a
-// batch cut short by send_one_time) sends one batch per interval.
+// intervals after it; a whole interval when the pacer is behind (a batch
+// cut short by send_one_time), so batches stay an interval apart. The
+// wait is anchored to the pacer's due times, not to the last batch: a
+// timer that fired late makes the next wait shorter, so lateness never
+// accumulates (a floor of one interval after each batch did: at a 1-s
+// send_interval it lost a few ms a second until the pacer shifted its
+// schedule, and intervals came out 2.6 % short).
 func (r *Registrar) untilTick(now time.Time) time.Duration {
 	mnow := r.mono(now)
 	r.mu.Lock()
@@ -149,7 +152,7 @@ func (r *Registrar) untilTick(now time.Time) time.Duration {
 	if next <= mnow {
 		return time.Duration(iv)
 	}
-	return time.Duration(max(min(next-mnow, iv)+batch-next+iv/2, iv))
+	return time.Duration(min(next-mnow, iv) + batch - next + iv/2)
 }
 
 // sleepIfEmpty reports whether the table is empty, and if so marks Run

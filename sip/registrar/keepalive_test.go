@@ -383,8 +383,8 @@ func TestRunSleepsWhenEmpty(t *testing.T) {
 
 // TestUntilTick: Run ticks half an interval after the due time of the
 // last pacer tick the next batch can take, whatever the phase of its
-// timer, never within an interval of the last batch, and an interval
-// apart while the pacer is behind. With fastParams
+// timer (a late tick makes the next wait shorter), and an interval apart
+// while the pacer is behind. With fastParams
 // (period 1 s, 10 ms ticks) a batch may take the two ticks of a group
 // (ticks 2k and 2k+1: batchSpan is 1 % of the period) when their bindings
 // fit send_one_time.
@@ -401,9 +401,8 @@ func TestUntilTick(t *testing.T) {
 		{name: "on a due time", bindings: 100, oneTime: 1, ticks: []time.Duration{0}, wantAfter: iv + iv/2},
 		{name: "half way", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond}, wantAfter: iv},
 		// The tick 28 ms after the epoch is 3 ms late: the next one is
-		// due 7 ms later, but no batch follows another within an
-		// interval.
-		{name: "late", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: iv},
+		// 7 ms later, on the schedule.
+		{name: "late", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 15 * time.Millisecond, 28 * time.Millisecond}, wantAfter: 7 * time.Millisecond},
 		{name: "early", bindings: 100, oneTime: 1, ticks: []time.Duration{0, 11 * time.Millisecond}, wantAfter: 14 * time.Millisecond},
 		// 100 bindings, 2 per batch: a batch takes the two ticks of a
 		// group (ticks 2k and 2k+1), the wait an interval longer.
@@ -545,5 +544,50 @@ func TestPacerFlow(t *testing.T) {
 		if got := pacerFlow(c.f); got != c.want {
 			t.Errorf("pacerFlow(%+v) = %#x, want %#x", c.f, got, c.want)
 		}
+	}
+}
+
+// TestLateTimerNoDrift drives tick and untilTick as Run does, on a virtual
+// clock whose timer always fires late and whose sends take time: the
+// lateness must not add up. A period of 1 s in ten 100-ms ticks, each full
+// (send_one_time bindings, so every tick is a batch of its own): every
+// binding's interval stays within 1 % of the period and no tick is lost.
+func TestLateTimerNoDrift(t *testing.T) {
+	const (
+		iv      = 100 * time.Millisecond
+		oneTime = 5
+		late    = 3 * time.Millisecond // the timer fires this late
+		send    = time.Millisecond     // a batch takes this long to leave
+	)
+	p := fastParams(func(p *keepalive.Params) { p.SendInterval = iv; p.SendOneTime = oneTime })
+	r, clk := newTest(t, func(o *Options) { o.Keepalive = p; o.MaxBindings = 10 * oneTime })
+	for i := range 10 * oneTime {
+		src := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(20000+i))
+		user := "u" + itoa(i)
+		if res := r.Register(rq{user: user, contacts: []string{"<sip:" + user + "@10.0.0.5>"}}.req(t), src, udp0); res.StatusCode != 200 {
+			t.Fatalf("REGISTER %d: %d", i, res.StatusCode)
+		}
+	}
+	s := &fakeSender{clk: clk, t0: t0}
+	for end := clk.now().Add(20 * p.Period); clk.now().Before(end); {
+		r.tick(clk.now(), s)
+		clk.advance(send)
+		clk.advance(r.untilTick(clk.now()) + late)
+	}
+	last := map[netip.AddrPort]time.Duration{}
+	n := 0
+	for _, x := range s.take() {
+		// The first period's pings went out at once (Run's first tick),
+		// the rest half an interval after their ticks.
+		if prev, ok := last[x.Dst]; ok && prev >= p.Period {
+			if d := x.At - prev - p.Period; d < -p.Period/100 || d > p.Period/100 {
+				t.Fatalf("%v: interval %v at %v, want %v ± 1 %%", x.Dst, x.At-prev, x.At, p.Period)
+			}
+			n++
+		}
+		last[x.Dst] = x.At
+	}
+	if want := 18 * 10 * oneTime; n < want {
+		t.Errorf("%d intervals in 20 periods, want at least %d", n, want)
 	}
 }
