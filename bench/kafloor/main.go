@@ -48,8 +48,8 @@ func main() {
 	if err != nil || !da.Addr().Is4() {
 		fatal("-dst %q: an IPv4 host:port is needed", *dst)
 	}
-	if *rate < 1 || *batch < 1 || *batch > 1024 {
-		fatal("-rate must be at least 1, -batch 1 to 1024")
+	if *rate < 1 || *batch < 1 || *batch > 100000 {
+		fatal("-rate must be at least 1, -batch 1 to 100000")
 	}
 	if *pacing != "batch" && *pacing != "burst" {
 		fatal("-pacing must be batch or burst")
@@ -70,7 +70,9 @@ func main() {
 	port[0], port[1] = byte(da.Port()>>8), byte(da.Port())
 	iov := unix.Iovec{Base: &payload[0]}
 	iov.SetLen(len(payload))
-	hdrs := make([]unix.Mmsghdr, *batch)
+	// The kernel takes at most UIO_MAXIOV (1024) datagrams per call, so a
+	// larger batch is several calls in a row, as sbcd sends it.
+	hdrs := make([]unix.Mmsghdr, min(*batch, 1024))
 	for i := range hdrs {
 		hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&name))
 		hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
@@ -92,12 +94,15 @@ func main() {
 		default:
 		}
 		if *pacing == "batch" {
-			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
-			if e != 0 {
-				failed += int64(len(hdrs))
-			} else {
+			for left := *batch; left > 0; {
+				m := min(left, len(hdrs))
+				n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(m), 0, 0, 0)
+				if e != 0 || n == 0 {
+					failed += int64(left)
+					break
+				}
 				sent += int64(n)
-				failed += int64(len(hdrs)) - int64(n)
+				left -= int(n)
 			}
 			next = next.Add(time.Duration(int64(time.Second) * int64(*batch) / int64(*rate)))
 		} else {
