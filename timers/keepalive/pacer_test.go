@@ -842,16 +842,7 @@ func TestNextDue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tab := mustNew(t, max(tt.bindings, 1), p, 1000)
-			for i := range tt.bindings {
-				if _, err := tab.Upsert(aor(i), "c", forever(i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var out []Event
-			for _, now := range tt.calls {
-				out = tab.Advance(now, out[:0])
-			}
+			tab := advanced(t, p, tt.bindings, tt.calls)
 			if got := tab.NextDue(); got != tt.want {
 				t.Errorf("NextDue = %d, want %d", got, tt.want)
 			}
@@ -902,22 +893,30 @@ func TestBatchDue(t *testing.T) {
 			if pp.Period == 0 {
 				pp = p
 			}
-			tab := mustNew(t, max(tt.bindings, 1), pp, 1000)
-			for i := range tt.bindings {
-				if _, err := tab.Upsert(aor(i), "c", forever(i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var out []Event
-			for _, now := range tt.calls {
-				out = tab.Advance(now, out[:0])
-			}
+			tab := advanced(t, pp, tt.bindings, tt.calls)
 			next := tab.NextDue()
 			if got := (tab.BatchDue() - next) / int64(pp.SendInterval); got != tt.want {
 				t.Errorf("BatchDue = NextDue + %d ticks, want + %d", got, tt.want)
 			}
 		})
 	}
+}
+
+// advanced returns a table paced by p, its first tick due at 1000, with
+// the given number of bindings, after Advance at each of calls.
+func advanced(t *testing.T, p Params, bindings int, calls []int64) *Table {
+	t.Helper()
+	tab := mustNew(t, max(bindings, 1), p, 1000)
+	for i := range bindings {
+		if _, err := tab.Upsert(aor(i), "c", forever(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []Event
+	for _, now := range calls {
+		out = tab.Advance(now, out[:0])
+	}
+	return tab
 }
 
 func fastPeriod(d time.Duration) Params {
