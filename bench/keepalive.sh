@@ -5,6 +5,7 @@
 # Usage (from the repository root):
 #   bash bench/keepalive.sh                        # both SUTs, 3 runs, 100,000 bindings
 #   BINDINGS=5000 MEASURE=30 RUNS=1 SUT=kamailio bash bench/keepalive.sh   # quick pass
+#   SUT=none bash bench/keepalive.sh               # the floor of each pacing alone
 #
 # For each run and each system under test (kamailio, then sbcd), all inside
 # a network namespace of the script's own (NS, made fresh for each SUT run
@@ -43,7 +44,7 @@
 # Output: key=value lines (summary.txt, medians over RUNS), a table, the
 # ratio sbcd / kamailio, and logs under OUT (scratch directories removed).
 #
-# Knobs (environment): SUT (both|kamailio|sbcd), BINDINGS, PERIOD, MEASURE,
+# Knobs (environment): SUT (both|kamailio|sbcd|none: the floor alone), BINDINGS, PERIOD, MEASURE,
 # RUNS, SAMPLE, REG_RATE, BASELINE, WARMUP, BASE_PORT, CONTACT_HOST, SUT_HOST,
 # SINK_HOST (addresses inside the namespace),
 # CONTACT_PORT, SEND_INTERVAL and SEND_ONE_TIME (sbcd's pacing; default 10 ms and
@@ -98,8 +99,10 @@ TCK=$(getconf CLK_TCK)
 case "$SUT" in
 both) SUTS="kamailio sbcd" ;;
 kamailio | sbcd) SUTS=$SUT ;;
-*) echo "SUT must be both, kamailio or sbcd" >&2; exit 2 ;;
+none) SUTS="" ;; # the floor alone
+*) echo "SUT must be both, kamailio, sbcd or none" >&2; exit 2 ;;
 esac
+[ -n "$SUTS" ] || [ "$FLOOR" = 1 ] || { echo "SUT=none needs FLOOR=1" >&2; exit 2; }
 [ "$SAMPLE" -lt "$BINDINGS" ] || { echo "SAMPLE ($SAMPLE) must be below BINDINGS ($BINDINGS)" >&2; exit 2; }
 [ "$WARMUP" -gt "$PERIOD" ] || { echo "WARMUP ($WARMUP) must exceed PERIOD ($PERIOD)" >&2; exit 2; }
 [ "$MEASURE" -ge $((2 * PERIOD)) ] || echo "note: MEASURE < 2 x PERIOD: most sample bindings get one interval at most" >&2
