@@ -109,26 +109,25 @@ func (r *Registrar) Run(ctx context.Context, s Sender) error {
 		return errors.New("registrar: run: already running")
 	}
 	defer r.running.Store(false)
-	t := time.NewTimer(0) // the first tick at once
-	defer t.Stop()
+	w, err := r.newWaiter(ctx)
+	if err != nil {
+		r.log.Warn("keep-alive pacer waits on a Go timer instead (more wake-ups per batch)", "err", err)
+	}
+	defer w.stop()
 	for {
 		if r.sleepIfEmpty() {
-			t.Stop()
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-r.wake:
+			case <-r.wake: // the first tick at once
 			}
-			t.Reset(0)
 			continue
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return nil
-		case <-t.C:
-			r.tick(r.now(), s)
-			t.Reset(r.untilTick(r.now()))
 		}
+		r.tick(r.now(), s)
+		w.wait(r.untilTick(r.now()))
 	}
 }
 

@@ -291,10 +291,21 @@ func TestSetKeepalive(t *testing.T) {
 	}
 }
 
+// TestRun runs the pacer on each kind of waiter: the first tick at once,
+// one Run at a time, return on the context's end.
 func TestRun(t *testing.T) {
+	for _, k := range waiters {
+		t.Run(k.name, func(t *testing.T) {
+			testRun(t, k.make)
+		})
+	}
+}
+
+func testRun(t *testing.T, newWaiter func(context.Context) (waiter, error)) {
 	r, _ := newTest(t, func(o *Options) {
 		o.Keepalive = fastParams(func(p *keepalive.Params) { p.SendInterval = time.Millisecond })
 	})
+	r.newWaiter = newWaiter
 	r.Register(rq{contacts: []string{"<sip:1001@10.0.0.5:5060>"}}.req(t), srcA, udp0)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

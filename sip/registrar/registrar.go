@@ -26,6 +26,7 @@
 package registrar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,12 +190,15 @@ type record struct {
 // Registrar is the registrar and keep-alive engine. Its methods are safe
 // for concurrent use.
 type Registrar struct {
-	log      *slog.Logger
-	now      func() time.Time
-	rand     func() uint64
-	epoch    time.Time // monotonic 0 of the table
-	pol      atomic.Pointer[policy]
-	nonceKey [32]byte
+	log  *slog.Logger
+	now  func() time.Time
+	rand func() uint64
+	// newWaiter makes what Run waits on between batches (waiter.go);
+	// tests swap in the time.Timer one.
+	newWaiter func(context.Context) (waiter, error)
+	epoch     time.Time // monotonic 0 of the table
+	pol       atomic.Pointer[policy]
+	nonceKey  [32]byte
 
 	limiter limiter
 
@@ -288,6 +292,7 @@ func New(o Options) (*Registrar, error) {
 	r.events = make([]keepalive.Event, 0, o.Keepalive.SendOneTime)
 	r.pending = make([]Keepalive, 0, o.Keepalive.SendOneTime)
 	r.wake = make(chan struct{}, 1)
+	r.newWaiter = newWaiter
 	return r, nil
 }
 
