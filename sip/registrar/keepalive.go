@@ -99,8 +99,9 @@ func (r *Registrar) SetKeepalive(p keepalive.Params) error {
 // send_one_time). While the binding table is empty it
 // does not tick at all and waits for the first binding (an idle box should
 // cost no CPU, DESIGN.md §10); the pacer then moves its schedule to the
-// clock (keepalive.Table.Advance). It returns nil when ctx is done, an
-// error when s is nil or Run is already running.
+// clock (keepalive.Table.Advance). Between batches it waits on a waiter
+// (waiter.go: a timerfd on Linux, one wake-up per batch). It returns nil
+// when ctx is done, an error when s is nil or Run is already running.
 func (r *Registrar) Run(ctx context.Context, s Sender) error {
 	if s == nil {
 		return errors.New("registrar: run: nil sender")
