@@ -185,21 +185,18 @@ func (s *sleeper) sleep(d time.Duration) error {
 	return nil
 }
 
+// read is the RawConn read callback: false to wait for the poller while
+// the timer has not expired (EAGAIN); any other error is kept in errno.
 func (s *sleeper) read(fd uintptr) bool {
-	for {
-		_, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
-		switch e {
-		case 0:
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			s.errno = e
-			return true
-		}
+	e := unix.EINTR
+	for e == unix.EINTR {
+		_, _, e = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
 	}
+	if e == unix.EAGAIN {
+		return false
+	}
+	s.errno = e
+	return true
 }
 
 func fatal(f string, a ...any) {
