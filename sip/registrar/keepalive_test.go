@@ -299,6 +299,13 @@ func TestRun(t *testing.T) {
 			testRun(t, k.make)
 		})
 	}
+	// A kernel that refuses the timerfd: newWaiter's error, and its
+	// time.Timer waiter, which Run uses (with a warning).
+	t.Run("refused", func(t *testing.T) {
+		testRun(t, func(ctx context.Context) (waiter, error) {
+			return newTimerWaiter(ctx), errors.New("timerfd refused")
+		})
+	})
 }
 
 func testRun(t *testing.T, newWaiter func(context.Context) (waiter, error)) {
