@@ -139,10 +139,11 @@ type entry struct {
 type Table struct {
 	p      Params
 	idx    *index.Index
-	e      []entry
-	free   uint32 // first free slot
-	n      int    // bindings
-	nated  int    // NATed bindings
+	e      []entry // makeEntries: on huge pages where it can
+	huge   bool    // e was advised MADV_HUGEPAGE
+	free   uint32  // first free slot
+	n      int     // bindings
+	nated  int     // NATed bindings
 	maxKey int
 
 	// The schedule: tick k is due at start + k*interval and visits tick
@@ -184,10 +185,10 @@ func New(capacity, maxKeyLen int, p Params, start int64) (*Table, error) {
 	t := &Table{
 		p:      p,
 		idx:    idx,
-		e:      make([]entry, capacity),
 		maxKey: maxKeyLen,
 		bucket: make([]uint32, capacity+1),
 	}
+	t.e = makeEntries(t, capacity) // on huge pages where it can (mem.go)
 	for i := range t.e {
 		t.e[i].gen = 1
 		t.e[i].next = uint32(i + 1)
