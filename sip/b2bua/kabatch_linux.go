@@ -139,9 +139,12 @@ func (w *udpBatch) pack() int {
 	return n
 }
 
-// rawBatch bounds one sendmmsg call: at most about 250 µs in the kernel
-// on loopback, where the receive path runs in the sender's call.
-const rawBatch = 64
+// rawBatch bounds one sendmmsg call. A batch of the default send_one_time
+// (100) goes out in one call: with 64 it took two, one system call more per
+// batch than the floor of bench/keepalive.sh pays (BENCHMARKS.md, change
+// 30). 128 datagrams are at most about 500 µs in the kernel on loopback,
+// where the receive path runs in the sender's call.
+const rawBatch = 128
 
 // putPort stores port in network byte order.
 func putPort(p *uint16, port uint16) {
