@@ -451,8 +451,8 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 		i := uint32(id.Index())
 		rc := &r.rec[i]
 		if rc.id != id {
-			// Clone: the strings of a parsed message share its header texts.
-			*rc = record{id: id, aor: strings.Clone(aor), contact: c.uri, source: src}
+			*rc = record{id: id, source: src}
+			rc.setStrings(aor, c.uri, toURI, callID)
 			r.link(i, rc.aor)
 			r.addSource(src)
 			r.bindingAdded()
@@ -463,9 +463,11 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 			r.log.Debug("registrar: binding moved", "aor", aor, "contact", c.uri, "from", rc.source, "to", src)
 			rc.source = src
 		}
-		rc.toURI = toURI
-		if rc.callID != callID {
-			rc.callID = strings.Clone(callID)
+		if rc.toURI != toURI || rc.callID != callID {
+			rc.setStrings(aor, c.uri, toURI, callID)
+			if r.aors[aor] == i {
+				r.aors[rc.aor] = i // the key moves to the new copy: the old one can go
+			}
 		}
 		rc.cseq = cseq
 		rc.q = c.q

@@ -3,9 +3,13 @@ package registrar
 import (
 	"errors"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/google/go-cmp/cmp"
 
 	"sbcd/timers/keepalive"
@@ -465,4 +469,80 @@ func TestWithoutHeaders(t *testing.T) {
 			t.Errorf("withoutHeaders(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// TestRecordStrings: a binding's four strings live in one allocation
+// (record.setStrings), also after a re-REGISTER changes its Call-ID, and the
+// AOR index follows the new copy; values stay right throughout.
+func TestRecordStrings(t *testing.T) {
+	r, _ := newTest(t, nil)
+	src := netip.MustParseAddrPort("198.51.100.7:40000")
+	check := func(step, callID string) {
+		t.Helper()
+		id, ok := r.tab.Lookup("1001", "sip:1001@10.0.0.5:5060")
+		if !ok {
+			t.Fatalf("%s: binding not found", step)
+		}
+		rc := &r.rec[id.Index()]
+		got := []string{rc.aor, rc.contact, rc.toURI, rc.callID}
+		want := []string{"1001", "sip:1001@10.0.0.5:5060", "sip:1001@example.net", callID}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: record strings (-want +got):\n%s", step, diff)
+		}
+		base := unsafe.Pointer(unsafe.StringData(rc.aor))
+		for k, s := range got[1:] {
+			if p := unsafe.Pointer(unsafe.StringData(s)); p != unsafe.Add(base, len(strings.Join(got[:k+1], ""))) {
+				t.Errorf("%s: string %d (%q) is not in the record's one allocation", step, k+1, s)
+			}
+		}
+		head, ok := r.aors["1001"]
+		if !ok || head != uint32(id.Index()) {
+			t.Fatalf("%s: AOR index %d, %v: want %d", step, head, ok, id.Index())
+		}
+	}
+	contact := []string{"<sip:1001@10.0.0.5:5060>"}
+	if res := r.Register(rq{contacts: contact, expires: "600"}.req(t), src, udp0); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	check("new", "call-1")
+	if res := r.Register(rq{contacts: contact, expires: "600", callID: "call-2"}.req(t), src, udp0); res.StatusCode != 200 {
+		t.Fatalf("REGISTER call-2: %d", res.StatusCode)
+	}
+	check("new Call-ID", "call-2")
+	if res := r.Register(rq{contacts: contact, expires: "600", callID: "call-2", cseq: 2}.req(t), src, udp0); res.StatusCode != 200 {
+		t.Fatalf("REGISTER call-2 again: %d", res.StatusCode)
+	}
+	check("refresh", "call-2")
+}
+
+// TestObjectsPerBinding: a binding costs the garbage collector one heap
+// object (its strings), not four: the collection Go forces every two
+// minutes marks every one of them (BENCHMARKS.md, change 30).
+func TestObjectsPerBinding(t *testing.T) {
+	const n = 2000
+	r, _ := newTest(t, func(o *Options) { o.MaxBindings = n })
+	reqs := make([]*sip.Request, n)
+	srcs := make([]netip.AddrPort, n)
+	for i := range n {
+		user := "u" + itoa(i)
+		reqs[i] = rq{user: user, contacts: []string{"<sip:" + user + "@10.0.0.5:5060>"}, expires: "600"}.req(t)
+		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), 5060)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		if res := r.Register(reqs[i], srcs[i], udp0); res.StatusCode != 200 {
+			t.Fatalf("REGISTER %d: %d", i, res.StatusCode)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(reqs) // alive in both counts
+	per := float64(int64(after.HeapObjects)-int64(before.HeapObjects)) / n
+	t.Logf("%.2f heap objects per binding", per)
+	if per > 1.5 {
+		t.Errorf("%.2f heap objects per binding: want about 1 (its strings in one allocation)", per)
+	}
+	runtime.KeepAlive(r)
 }
