@@ -231,23 +231,23 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 					continue
 				}
 				host, port := udpHost, udpPort
-				if rc.flow.Network != "UDP" {
+				if r.nets[rc.net] != "UDP" {
 					host, port = tcpHost, tcpPort
 				}
 				rc.pingTag = r.rand()
 				start := len(r.optBuf)
-				r.optBuf = r.appendOptions(r.optBuf, rc, ev.ID, host, port)
+				r.optBuf = r.appendOptions(r.optBuf, i, ev.ID, host, port)
 				payload = r.optBuf[start:len(r.optBuf):len(r.optBuf)]
 			}
-			r.pending = append(r.pending, Keepalive{Flow: rc.flow, Dst: ev.Source, Payload: payload})
+			r.pending = append(r.pending, Keepalive{Flow: r.flowOf(rc), Dst: ev.Source, Payload: payload})
 		case keepalive.Expired:
-			rc := &r.rec[i]
-			r.log.Debug("registrar: binding expired", "aor", rc.aor, "contact", rc.contact, "source", ev.Source)
+			n := &r.names[i]
+			r.log.Debug("registrar: binding expired", "aor", n.aor(), "contact", n.contact(), "source", ev.Source)
 			r.forget(i)
 		case keepalive.Evicted:
-			rc := &r.rec[i]
+			n := &r.names[i]
 			r.log.Info("registrar: binding evicted: keep-alive OPTIONS unanswered",
-				"aor", rc.aor, "contact", rc.contact, "source", ev.Source, "max_failures", r.tab.Params().MaxFailures)
+				"aor", n.aor(), "contact", n.contact(), "source", ev.Source, "max_failures", r.tab.Params().MaxFailures)
 			r.forget(i)
 		}
 	}
@@ -274,8 +274,9 @@ func (r *Registrar) tick(now time.Time, s Sender) {
 	}
 }
 
-// appendOptions appends an OPTIONS ping (RFC 3261 §11) for rc to b.
-func (r *Registrar) appendOptions(b []byte, rc *record, id keepalive.ID, host string, port int) []byte {
+// appendOptions appends an OPTIONS ping (RFC 3261 §11) for binding i to b.
+func (r *Registrar) appendOptions(b []byte, i uint32, id keepalive.ID, host string, port int) []byte {
+	rc, n := &r.rec[i], &r.names[i]
 	hostport := func(b []byte) []byte {
 		if strings.IndexByte(host, ':') >= 0 && !strings.HasPrefix(host, "[") {
 			b = append(b, '[')
@@ -291,9 +292,9 @@ func (r *Registrar) appendOptions(b []byte, rc *record, id keepalive.ID, host st
 		return b
 	}
 	b = append(b, "OPTIONS "...)
-	b = append(b, rc.contact...)
+	b = append(b, n.contact()...)
 	b = append(b, " SIP/2.0\r\nVia: SIP/2.0/"...)
-	b = append(b, rc.flow.Network...)
+	b = append(b, r.nets[rc.net]...)
 	b = append(b, ' ')
 	b = hostport(b)
 	b = append(b, ";branch="...)
@@ -305,7 +306,7 @@ func (r *Registrar) appendOptions(b []byte, rc *record, id keepalive.ID, host st
 	b = append(b, ">;tag="...)
 	b = appendHex(b, r.rand())
 	b = append(b, "\r\nTo: <"...)
-	b = append(b, rc.toURI...)
+	b = append(b, n.toURI()...)
 	b = append(b, ">\r\nCall-ID: "...)
 	b = appendHex(b, r.rand())
 	b = appendHex(b, r.rand())

@@ -377,11 +377,16 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
+	ah := r.aorHash(aor)
 	// Drop bindings of this AOR that expired but were not visited by the
 	// pacer yet, so they neither block nor show.
-	if head, ok := r.aors[aor]; ok {
+	if head, ok := r.aors[ah]; ok {
 		for i := head; i != none; {
 			next := r.rec[i].next
+			if r.names[i].aor() != aor {
+				i = next
+				continue
+			}
 			if b, ok := r.tab.Get(r.rec[i].id); !ok || now >= b.Expires {
 				r.tab.Remove(r.rec[i].id)
 				r.forget(i)
@@ -394,20 +399,21 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 	// §10.3 step 7: a binding with the same Call-ID is changed only by a
 	// higher CSeq; otherwise 500 and nothing changes.
 	outOfOrder := func(i int) bool {
-		rc := &r.rec[i]
-		return rc.callID == callID && cseq <= rc.cseq
+		return r.names[i].callID() == callID && cseq <= r.rec[i].cseq
 	}
 	if wildcard {
-		if head, ok := r.aors[aor]; ok {
+		if head, ok := r.aors[ah]; ok {
 			for i := head; i != none; i = r.rec[i].next {
-				if outOfOrder(int(i)) {
+				if r.names[i].aor() == aor && outOfOrder(int(i)) {
 					return nil, refuse(500, "Out of Order")
 				}
 			}
 			for i := head; i != none; {
 				next := r.rec[i].next
-				r.tab.Remove(r.rec[i].id)
-				r.forget(i)
+				if r.names[i].aor() == aor {
+					r.tab.Remove(r.rec[i].id)
+					r.forget(i)
+				}
 				i = next
 			}
 		}
@@ -424,6 +430,10 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 		} else if c.expires > 0 {
 			added++
 		}
+	}
+	ni, ok := r.netIndex(f.Network)
+	if !ok {
+		return nil, fmt.Errorf("registrar: network %q: more than %d networks", f.Network, maxNets)
 	}
 	if r.tab.Len()+added > r.tab.Cap() {
 		r.full.Add(1)
@@ -450,29 +460,27 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 		}
 		i := uint32(id.Index())
 		rc := &r.rec[i]
+		sk := keyOf(src)
 		if rc.id != id {
-			*rc = record{id: id, source: src}
-			rc.setStrings(aor, c.uri, toURI, callID)
-			r.link(i, rc.aor)
-			r.addSource(src)
+			*rc = record{id: id, ahash: ah, source: sk}
+			r.names[i] = makeNames(aor, c.uri, toURI, callID)
+			r.link(i)
+			r.addSource(sk)
 			r.bindingAdded()
 			r.log.Debug("registrar: binding added", "aor", aor, "contact", c.uri, "source", src, "nated", c.nated)
-		} else if rc.source != src {
+		} else if rc.source != sk {
 			r.dropSource(rc.source)
-			r.addSource(src)
-			r.log.Debug("registrar: binding moved", "aor", aor, "contact", c.uri, "from", rc.source, "to", src)
-			rc.source = src
+			r.addSource(sk)
+			r.log.Debug("registrar: binding moved", "aor", aor, "contact", c.uri, "from", rc.source.addrPort(), "to", src)
+			rc.source = sk
 		}
-		if rc.toURI != toURI || rc.callID != callID {
-			rc.setStrings(aor, c.uri, toURI, callID)
-			if r.aors[aor] == i {
-				r.aors[rc.aor] = i // the key moves to the new copy: the old one can go
-			}
+		if n := &r.names[i]; n.toURI() != toURI || n.callID() != callID {
+			*n = makeNames(aor, c.uri, toURI, callID)
 		}
 		rc.cseq = cseq
 		rc.q = c.q
 		rc.registered = now
-		rc.flow = f
+		rc.net, rc.socket = ni, f.Socket
 	}
 	return r.listLocked(aor, now), nil
 }
@@ -480,18 +488,21 @@ func (r *Registrar) apply(aor, toURI, callID string, cseq uint32, wildcard bool,
 // listLocked returns the AOR's unexpired bindings with their remaining
 // seconds (rounded up).
 func (r *Registrar) listLocked(aor string, now int64) []current {
-	head, ok := r.aors[aor]
+	head, ok := r.aors[r.aorHash(aor)]
 	if !ok {
 		return nil
 	}
 	var out []current
 	for i := head; i != none; i = r.rec[i].next {
+		if r.names[i].aor() != aor {
+			continue
+		}
 		b, ok := r.tab.Get(r.rec[i].id)
 		if !ok || now >= b.Expires {
 			continue
 		}
 		sec := (b.Expires - now + int64(time.Second) - 1) / int64(time.Second)
-		out = append(out, current{uri: r.rec[i].contact, seconds: sec})
+		out = append(out, current{uri: r.names[i].contact(), seconds: sec})
 	}
 	return out
 }

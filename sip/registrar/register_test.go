@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
+	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -370,7 +372,7 @@ func TestExpiry(t *testing.T) {
 	if !r.Registered(srcA, "UDP") {
 		t.Error("source of the live binding is no longer registered")
 	}
-	if _, ok := r.aors["1001"]; ok {
+	if _, ok := r.aors[r.aorHash("1001")]; ok {
 		t.Error("aor index still holds the expired AOR")
 	}
 	clk.advance(60 * time.Second)
@@ -385,8 +387,8 @@ func TestExpiry(t *testing.T) {
 		t.Error("source still registered after every binding expired")
 	}
 	for i, rc := range r.rec {
-		if rc != (record{}) {
-			t.Errorf("record %d not cleared: %+v", i, rc)
+		if rc != (record{}) || r.names[i] != (names{}) {
+			t.Errorf("record %d not cleared: %+v %+v", i, rc, r.names[i])
 		}
 	}
 }
@@ -472,8 +474,8 @@ func TestWithoutHeaders(t *testing.T) {
 }
 
 // TestRecordStrings: a binding's four strings live in one allocation
-// (record.setStrings), also after a re-REGISTER changes its Call-ID, and the
-// AOR index follows the new copy; values stay right throughout.
+// (names), also after a re-REGISTER changes its Call-ID, and values stay
+// right throughout.
 func TestRecordStrings(t *testing.T) {
 	r, _ := newTest(t, nil)
 	src := netip.MustParseAddrPort("198.51.100.7:40000")
@@ -483,19 +485,16 @@ func TestRecordStrings(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: binding not found", step)
 		}
-		rc := &r.rec[id.Index()]
-		got := []string{rc.aor, rc.contact, rc.toURI, rc.callID}
+		n := &r.names[id.Index()]
+		got := []string{n.aor(), n.contact(), n.toURI(), n.callID()}
 		want := []string{"1001", "sip:1001@10.0.0.5:5060", "sip:1001@example.net", callID}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%s: record strings (-want +got):\n%s", step, diff)
 		}
-		base := unsafe.Pointer(unsafe.StringData(rc.aor))
-		for k, s := range got[1:] {
-			if p := unsafe.Pointer(unsafe.StringData(s)); p != unsafe.Add(base, len(strings.Join(got[:k+1], ""))) {
-				t.Errorf("%s: string %d (%q) is not in the record's one allocation", step, k+1, s)
-			}
+		if unsafe.StringData(n.aor()) != unsafe.StringData(n.s) || len(n.s) != len(strings.Join(want, "")) {
+			t.Errorf("%s: the strings are not parts of one: %q", step, n.s)
 		}
-		head, ok := r.aors["1001"]
+		head, ok := r.aors[r.aorHash("1001")]
 		if !ok || head != uint32(id.Index()) {
 			t.Fatalf("%s: AOR index %d, %v: want %d", step, head, ok, id.Index())
 		}
@@ -515,12 +514,79 @@ func TestRecordStrings(t *testing.T) {
 	check("refresh", "call-2")
 }
 
-// TestObjectsPerBinding: a binding costs the garbage collector one heap
-// object (its strings), not four: the collection Go forces every two
-// minutes marks every one of them (BENCHMARKS.md, change 30).
-func TestObjectsPerBinding(t *testing.T) {
+// TestAORCollisions: with every AOR on one hash (one list in aors),
+// each AOR still sees only its own bindings: the 200's Contact list,
+// Locate, the Call-ID/CSeq check, a wildcard removal and expiry.
+func TestAORCollisions(t *testing.T) {
+	r, clk := newTest(t, nil)
+	r.aorHash = func(string) uint64 { return 7 }
+	src := netip.MustParseAddrPort("198.51.100.7:40000")
+	reg := func(q rq) *sip.Response {
+		t.Helper()
+		return r.Register(q.req(t), src, udp0)
+	}
+	contacts := func(res *sip.Response) []string {
+		var out []string
+		for _, h := range res.GetHeaders("Contact") {
+			out = append(out, h.Value())
+		}
+		slices.Sort(out)
+		return out
+	}
+	if res := reg(rq{user: "a", contacts: []string{"<sip:a@10.0.0.1>", "<sip:a@10.0.0.2>"}, expires: "600", callID: "ca"}); res.StatusCode != 200 {
+		t.Fatalf("REGISTER a: %d", res.StatusCode)
+	}
+	res := reg(rq{user: "b", contacts: []string{"<sip:b@10.0.0.3>;q=0.5"}, expires: "120", callID: "cb"})
+	if res.StatusCode != 200 {
+		t.Fatalf("REGISTER b: %d", res.StatusCode)
+	}
+	if diff := cmp.Diff([]string{"<sip:b@10.0.0.3>;expires=120"}, contacts(res)); diff != "" {
+		t.Errorf("200 for b lists (-want +got):\n%s", diff)
+	}
+	// Call-ID ca with CSeq 1 is out of order for a, not for b.
+	if res := reg(rq{user: "b", contacts: []string{"<sip:b@10.0.0.4>"}, expires: "600", callID: "ca"}); res.StatusCode != 200 {
+		t.Errorf("REGISTER b with a's Call-ID: %d, want 200", res.StatusCode)
+	}
+	if res := reg(rq{user: "a", contacts: []string{"<sip:a@10.0.0.1>"}, expires: "600", callID: "ca"}); res.StatusCode != 500 {
+		t.Errorf("REGISTER a with an old CSeq: %d, want 500", res.StatusCode)
+	}
+	if c, ok := r.Locate("b"); !ok || c.URI != "sip:b@10.0.0.4" {
+		t.Errorf("Locate b: %+v, %v; want sip:b@10.0.0.4 (q 1 over 0.5)", c, ok)
+	}
+	if res := reg(rq{user: "a", contacts: []string{"*"}, expires: "0", callID: "ca", cseq: 2}); res.StatusCode != 200 {
+		t.Fatalf("REGISTER a *: %d", res.StatusCode)
+	}
+	if _, ok := r.Locate("a"); ok {
+		t.Error("Locate a after its wildcard removal: found")
+	}
+	var got []string
+	for _, b := range r.Bindings() {
+		got = append(got, b.AOR+" "+b.Contact)
+	}
+	if diff := cmp.Diff([]string{"b sip:b@10.0.0.3", "b sip:b@10.0.0.4"}, got); diff != "" {
+		t.Errorf("bindings after a's removal (-want +got):\n%s", diff)
+	}
+	// b's first binding expires; a third AOR registers on the same list.
+	clk.advance(121 * time.Second)
+	res = reg(rq{user: "c", contacts: []string{"<sip:c@10.0.0.5>"}, expires: "600", callID: "cc"})
+	if diff := cmp.Diff([]string{"<sip:c@10.0.0.5>;expires=600"}, contacts(res)); diff != "" {
+		t.Errorf("200 for c lists (-want +got):\n%s", diff)
+	}
+	res = reg(rq{user: "b", contacts: []string{"<sip:b@10.0.0.4>"}, expires: "600", callID: "cb2"})
+	if diff := cmp.Diff([]string{"<sip:b@10.0.0.4>;expires=600"}, contacts(res)); diff != "" {
+		t.Errorf("200 for b after its first binding expired lists (-want +got):\n%s", diff)
+	}
+	if n := r.tab.Len(); n != 2 {
+		t.Errorf("%d bindings in the table, want 2 (b and c)", n)
+	}
+}
+
+// TestGCPerBinding: a binding costs the garbage collector one heap object
+// (its names) and 32 bytes to scan (a names entry; records and maps hold no
+// pointers). The collection Go forces every two minutes marks and scans
+// all of them (BENCHMARKS.md, change 30).
+func TestGCPerBinding(t *testing.T) {
 	const n = 2000
-	r, _ := newTest(t, func(o *Options) { o.MaxBindings = n })
 	reqs := make([]*sip.Request, n)
 	srcs := make([]netip.AddrPort, n)
 	for i := range n {
@@ -528,8 +594,23 @@ func TestObjectsPerBinding(t *testing.T) {
 		reqs[i] = rq{user: user, contacts: []string{"<sip:" + user + "@10.0.0.5:5060>"}, expires: "600"}.req(t)
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), 5060)
 	}
+	scan := func() int64 {
+		runtime.GC()
+		s := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}}
+		metrics.Read(s)
+		return int64(s[0].Value.Uint64())
+	}
 	var before, after runtime.MemStats
-	runtime.GC()
+	s0 := scan()
+	r, _ := newTest(t, func(o *Options) { o.MaxBindings = n })
+	s1 := scan()
+	r2, _ := newTest(t, func(o *Options) { o.MaxBindings = 2 * n })
+	s2 := scan()
+	runtime.KeepAlive(r2)
+	// Per slot: what New(2n) has to scan beyond New(n) (fixed parts such
+	// as the REGISTER rate limiter cancel out).
+	perSlot := float64((s2-s1)-(s1-s0)) / n
+
 	runtime.ReadMemStats(&before)
 	for i := range n {
 		if res := r.Register(reqs[i], srcs[i], udp0); res.StatusCode != 200 {
@@ -539,10 +620,13 @@ func TestObjectsPerBinding(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(reqs) // alive in both counts
-	per := float64(int64(after.HeapObjects)-int64(before.HeapObjects)) / n
-	t.Logf("%.2f heap objects per binding", per)
-	if per > 1.5 {
-		t.Errorf("%.2f heap objects per binding: want about 1 (its strings in one allocation)", per)
+	objs := float64(int64(after.HeapObjects)-int64(before.HeapObjects)) / n
+	t.Logf("%.2f heap objects per binding, %.0f bytes to scan per slot", objs, perSlot)
+	if objs > 1.1 {
+		t.Errorf("%.2f heap objects per binding: want 1 (its strings in one allocation)", objs)
+	}
+	if want := float64(unsafe.Sizeof(names{})); perSlot > want+8 {
+		t.Errorf("%.0f bytes per binding slot for the collector to scan: want %.0f (one names entry)", perSlot, want)
 	}
 	runtime.KeepAlive(r)
 }

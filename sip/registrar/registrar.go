@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -170,35 +171,88 @@ type Stats struct {
 
 const none = ^uint32(0)
 
+// The registrar's per-binding data holds no pointers but one string per
+// binding (names), and its maps are keyed by values without pointers
+// (srcKey, the hash of an AOR), so the garbage collector scans none of
+// them. Go forces a collection every two minutes even when nothing is
+// allocated; at 100,000 bindings it marked four strings per binding and
+// scanned 29 MB of records and maps: 69 ms of CPU in sbcd, a tenth of its
+// CPU per keep-alive in a bench window that holds one (BENCHMARKS.md,
+// change 30).
+
 // record is the registrar's side data of one binding, indexed by
-// keepalive.ID.Index(). Its four strings share one allocation
-// (setStrings).
+// keepalive.ID.Index(); its strings are in names at the same index.
 type record struct {
 	id         keepalive.ID // 0: slot unused
-	aor        string
-	contact    string
-	toURI      string // the To URI of the REGISTER, the To of OPTIONS pings
-	callID     string
+	ahash      uint64       // aorHash of the AOR: its key in Registrar.aors
 	cseq       uint32
 	q          uint16 // thousandths
+	net        uint8  // Flow.Network, as an index into Registrar.nets
+	socket     int    // Flow.Socket
 	registered int64  // monotonic ns of the last REGISTER
-	flow       Flow
-	source     netip.AddrPort
+	source     srcKey
 	pingTag    uint64 // random part of the last OPTIONS branch
-	next, prev uint32 // the AOR's list of bindings
+	next, prev uint32 // the list of bindings whose AOR has the hash ahash
 }
 
-// setStrings stores the record's strings as parts of one new string: one
-// object per binding for the garbage collector to mark instead of four. At
-// 100,000 bindings the collection that Go forces every two minutes, even
-// when nothing is allocated, was 69 ms of CPU, a tenth of sbcd's CPU per
-// keep-alive in a window that holds one (BENCHMARKS.md, change 30). It is
-// a copy, so no string of the parsed REGISTER (which share its header
-// texts) is kept.
-func (rc *record) setStrings(aor, contact, toURI, callID string) {
-	s := strings.Join([]string{aor, contact, toURI, callID}, "")
-	a, c, t := len(aor), len(aor)+len(contact), len(aor)+len(contact)+len(toURI)
-	rc.aor, rc.contact, rc.toURI, rc.callID = s[:a], s[a:c], s[c:t], s[t:]
+// names are a binding's AOR, contact, To URI (the To of OPTIONS pings)
+// and Call-ID, as parts of one string: one object per binding for the
+// garbage collector to mark. It is a copy, so no string of the parsed
+// REGISTER (which share its header texts) is kept.
+type names struct {
+	s       string
+	a, c, t uint32 // ends of the AOR, the contact and the To URI in s
+}
+
+func makeNames(aor, contact, toURI, callID string) names {
+	a := len(aor)
+	c := a + len(contact)
+	t := c + len(toURI)
+	return names{s: strings.Join([]string{aor, contact, toURI, callID}, ""), a: uint32(a), c: uint32(c), t: uint32(t)}
+}
+
+func (n *names) aor() string     { return n.s[:n.a] }
+func (n *names) contact() string { return n.s[n.a:n.c] }
+func (n *names) toURI() string   { return n.s[n.c:n.t] }
+func (n *names) callID() string  { return n.s[n.t:] }
+
+// srcKey is a normalised source (normAddrPort) without the pointer a
+// netip.Addr holds: IPv4 as IPv4-mapped IPv6.
+type srcKey struct {
+	ip   [16]byte
+	port uint16
+}
+
+func keyOf(a netip.AddrPort) srcKey { return srcKey{ip: a.Addr().As16(), port: a.Port()} }
+
+func (k srcKey) addrPort() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom16(k.ip).Unmap(), k.port)
+}
+
+// maxNets bounds the distinct Flow.Network names the registrar keeps
+// (record.net): the B2BUA passes "UDP" and "TCP".
+const maxNets = 16
+
+// netIndex returns the index of network in r.nets, adding it; false when
+// maxNets names are kept already. Called under mu.
+func (r *Registrar) netIndex(network string) (uint8, bool) {
+	if i := slices.Index(r.nets, network); i >= 0 {
+		return uint8(i), true
+	}
+	if len(r.nets) >= maxNets {
+		return 0, false
+	}
+	r.nets = append(r.nets, network)
+	return uint8(len(r.nets) - 1), true
+}
+
+func (r *Registrar) flowOf(rc *record) Flow { return Flow{Network: r.nets[rc.net], Socket: rc.socket} }
+
+// seededHash returns the hash of AORs for Registrar.aorHash: maphash with
+// a random seed.
+func seededHash() func(string) uint64 {
+	seed := maphash.MakeSeed()
+	return func(aor string) uint64 { return maphash.String(seed, aor) }
 }
 
 // Registrar is the registrar and keep-alive engine. Its methods are safe
@@ -210,18 +264,24 @@ type Registrar struct {
 	// newWaiter makes what Run waits on between batches (waiter.go);
 	// tests swap in the time.Timer one.
 	newWaiter func(context.Context) (waiter, error)
-	epoch     time.Time // monotonic 0 of the table
-	pol       atomic.Pointer[policy]
-	nonceKey  [32]byte
+	// aorHash is the key of an AOR in aors (seededHash). Two AORs may
+	// share a hash: whoever walks a list compares the AOR. Tests make
+	// every AOR collide.
+	aorHash  func(aor string) uint64
+	epoch    time.Time // monotonic 0 of the table
+	pol      atomic.Pointer[policy]
+	nonceKey [32]byte
 
 	limiter limiter
 
 	mu    sync.Mutex
 	tab   *keepalive.Table
 	rec   []record
-	aors  map[string]uint32 // aor -> first record of its list; bounded by the table (every key has a binding)
-	bySrc map[netip.AddrPort]int
-	byIP  map[netip.Addr]int
+	names []names
+	nets  []string          // Flow.Network names, record.net
+	aors  map[uint64]uint32 // aorHash -> first record of its list; bounded by the table (every key has a binding)
+	bySrc map[srcKey]uint32
+	byIP  map[[16]byte]uint32
 	ka    kaState // keep-alive payload cache, per params
 	ring  [pingRing]secondCount
 	// counters under mu
@@ -297,10 +357,13 @@ func New(o Options) (*Registrar, error) {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
 	r.tab = tab
-	r.aors = make(map[string]uint32, min(o.MaxBindings, 4096))
+	r.aors = make(map[uint64]uint32, min(o.MaxBindings, 4096))
+	r.aorHash = seededHash()
 	r.rec = make([]record, o.MaxBindings)
-	r.bySrc = make(map[netip.AddrPort]int, min(o.MaxBindings, 4096))
-	r.byIP = make(map[netip.Addr]int, min(o.MaxBindings, 4096))
+	r.names = make([]names, o.MaxBindings)
+	r.nets = []string{"UDP", "TCP"}
+	r.bySrc = make(map[srcKey]uint32, min(o.MaxBindings, 4096))
+	r.byIP = make(map[[16]byte]uint32, min(o.MaxBindings, 4096))
 	r.limiter.init()
 	r.setKA(o.Keepalive)
 	r.events = make([]keepalive.Event, 0, o.Keepalive.SendOneTime)
@@ -319,13 +382,16 @@ func (r *Registrar) Locate(user string) (Contact, bool) {
 	now := r.mono(r.now())
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	head, ok := r.aors[user]
+	head, ok := r.aors[r.aorHash(user)]
 	if !ok {
 		return Contact{}, false
 	}
 	best := none
 	for i := head; i != none; i = r.rec[i].next {
 		rc := &r.rec[i]
+		if r.names[i].aor() != user {
+			continue
+		}
 		b, ok := r.tab.Get(rc.id)
 		if !ok || now >= b.Expires {
 			continue
@@ -339,7 +405,7 @@ func (r *Registrar) Locate(user string) (Contact, bool) {
 	}
 	rc := &r.rec[best]
 	b, _ := r.tab.Get(rc.id)
-	return Contact{URI: withoutHeaders(rc.contact), Source: b.Source, Flow: rc.flow, NATed: b.NATed}, true
+	return Contact{URI: withoutHeaders(r.names[best].contact()), Source: b.Source, Flow: r.flowOf(rc), NATed: b.NATed}, true
 }
 
 // withoutHeaders cuts the header component ("?Route=...") off a SIP URI.
@@ -364,10 +430,11 @@ func (r *Registrar) Registered(src netip.AddrPort, network string) bool {
 	src = normAddrPort(src)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	k := keyOf(src)
 	if strings.EqualFold(network, "UDP") {
-		return r.bySrc[src] > 0
+		return r.bySrc[k] > 0
 	}
-	return r.byIP[src.Addr()] > 0
+	return r.byIP[k.ip] > 0
 }
 
 // Stats returns the counters.
@@ -413,11 +480,11 @@ func (r *Registrar) Bindings() []Binding {
 			continue
 		}
 		out = append(out, Binding{
-			AOR:        rc.aor,
-			Contact:    rc.contact,
+			AOR:        r.names[i].aor(),
+			Contact:    r.names[i].contact(),
 			Source:     b.Source,
-			Network:    rc.flow.Network,
-			Socket:     rc.flow.Socket,
+			Network:    r.nets[rc.net],
+			Socket:     rc.socket,
 			NATed:      b.NATed,
 			Expires:    r.epoch.Add(time.Duration(b.Expires)),
 			Remaining:  time.Duration(b.Expires - now),
@@ -439,17 +506,18 @@ func sortBindings(b []Binding) {
 	})
 }
 
-// link adds record i at the head of aor's list.
-func (r *Registrar) link(i uint32, aor string) {
+// link adds record i at the head of the list of its AOR's hash
+// (rc.ahash).
+func (r *Registrar) link(i uint32) {
 	rc := &r.rec[i]
 	rc.prev = none
-	if head, ok := r.aors[aor]; ok {
+	if head, ok := r.aors[rc.ahash]; ok {
 		rc.next = head
 		r.rec[head].prev = i
 	} else {
 		rc.next = none
 	}
-	r.aors[aor] = i
+	r.aors[rc.ahash] = i
 }
 
 // unlink takes record i out of its AOR's list.
@@ -462,9 +530,9 @@ func (r *Registrar) unlink(i uint32) {
 	case rc.prev != none:
 		r.rec[rc.prev].next = rc.next
 	case rc.next != none:
-		r.aors[r.rec[rc.next].aor] = rc.next // keyed by the new head's copy
+		r.aors[rc.ahash] = rc.next
 	default:
-		delete(r.aors, rc.aor)
+		delete(r.aors, rc.ahash)
 	}
 }
 
@@ -478,23 +546,24 @@ func (r *Registrar) forget(i uint32) {
 	r.unlink(i)
 	r.dropSource(rc.source)
 	*rc = record{}
+	r.names[i] = names{}
 }
 
-func (r *Registrar) addSource(s netip.AddrPort) {
+func (r *Registrar) addSource(s srcKey) {
 	r.bySrc[s]++
-	r.byIP[s.Addr()]++
+	r.byIP[s.ip]++
 }
 
-func (r *Registrar) dropSource(s netip.AddrPort) {
+func (r *Registrar) dropSource(s srcKey) {
 	if n := r.bySrc[s]; n <= 1 {
 		delete(r.bySrc, s)
 	} else {
 		r.bySrc[s] = n - 1
 	}
-	if n := r.byIP[s.Addr()]; n <= 1 {
-		delete(r.byIP, s.Addr())
+	if n := r.byIP[s.ip]; n <= 1 {
+		delete(r.byIP, s.ip)
 	} else {
-		r.byIP[s.Addr()] = n - 1
+		r.byIP[s.ip] = n - 1
 	}
 }
 
