@@ -3,6 +3,7 @@ package keepalive
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"time"
 
@@ -64,7 +65,7 @@ type entry struct {
 	addr    [16]byte
 	expires int64
 	flow    uint32
-	next    uint32 // pacer: next binding in the same tick slot; free list link
+	next    uint32 // pacer: next binding in the same tick slot
 	prev    uint32 // pacer: previous binding in the same tick slot
 	key     uint32 // entry number in the index
 	gen     uint32
@@ -139,9 +140,9 @@ type entry struct {
 type Table struct {
 	p      Params
 	idx    *index.Index
-	e      []entry // makeEntries: on huge pages where it can
-	huge   bool    // e was advised MADV_HUGEPAGE
-	free   uint32  // first free slot
+	e      []entry  // makeEntries: on huge pages where it can
+	huge   bool     // e was advised MADV_HUGEPAGE
+	vacant []uint64 // one bit per binding slot, set while the slot is free
 	n      int     // bindings
 	nated  int     // NATed bindings
 	maxKey int
@@ -191,9 +192,11 @@ func New(capacity, maxKeyLen int, p Params, start int64) (*Table, error) {
 	t.e = makeEntries(t, capacity) // on huge pages where it can (mem.go)
 	for i := range t.e {
 		t.e[i].gen = 1
-		t.e[i].next = uint32(i + 1)
 	}
-	t.e[capacity-1].next = none
+	t.vacant = make([]uint64, (capacity+63)/64)
+	for i := range capacity {
+		t.vacant[i/64] |= 1 << (i % 64)
+	}
 	t.setTicks(p, start)
 	for s := range t.nticks {
 		t.head[s] = none
@@ -246,16 +249,19 @@ func (t *Table) Upsert(aor, contact string, b Binding) (ID, error) {
 		t.store(v, b)
 		return makeID(v, t.e[v].gen), nil
 	}
-	i := t.free
-	if i == none {
+	if t.n >= len(t.e) {
 		return 0, ErrFull
+	}
+	i := t.take(t.home(t.bucket[t.minLoad])) // near the tick slot place gives it
+	if i == none {
+		return 0, ErrFull // not reached: t.n counts the slots in use
 	}
 	k, err := t.idx.Insert(aor, contact, i)
 	if err != nil { // not reached: same capacity, length checked above
+		t.vacant[i/64] |= 1 << (i % 64)
 		return 0, fmt.Errorf("keepalive: %w", err)
 	}
 	e := &t.e[i]
-	t.free = e.next
 	e.key = k
 	e.flags = flagUsed
 	t.n++
@@ -337,11 +343,47 @@ func (t *Table) remove(i uint32) {
 		t.nated--
 	}
 	t.n--
-	*e = entry{gen: e.gen + 1, next: t.free}
+	*e = entry{gen: e.gen + 1}
 	if e.gen == 0 {
 		e.gen = 1
 	}
-	t.free = i
+	t.vacant[i/64] |= 1 << (i % 64)
+}
+
+// home is the first binding slot of tick slot s's region: the binding
+// array is cut into nticks regions, in tick order, and a new binding takes
+// a free slot in (or after) the region of its tick slot. Advance follows
+// the list of one tick slot; with its bindings in one region that is a few
+// KiB of memory that the CPU streams in, instead of a cache miss per
+// binding: the bindings of one tick were registered a period apart, and
+// from one free list they lay anywhere in the array (change 30 in
+// BENCHMARKS.md). A SetParams that changes the number of ticks re-spreads
+// the bindings over new tick slots but leaves them where they are: the
+// order comes back as bindings come and go.
+func (t *Table) home(s uint32) uint32 {
+	return uint32(uint64(s) * uint64(len(t.e)) / uint64(t.nticks))
+}
+
+// take claims the first free binding slot at or after from, wrapping
+// around. The caller has checked that one is free. It looks at one word
+// of the bitmap per 64 slots: with the loads of the tick slots even, the
+// region of a tick has room and take looks at one or two.
+func (t *Table) take(from uint32) uint32 {
+	nw := len(t.vacant)
+	w := int(from / 64)
+	m := t.vacant[w] &^ (1<<(from%64) - 1)
+	for range nw + 1 {
+		if m != 0 {
+			i := uint32(w*64 + bits.TrailingZeros64(m))
+			t.vacant[w] &^= 1 << (i % 64)
+			return i
+		}
+		if w++; w == nw {
+			w = 0
+		}
+		m = t.vacant[w]
+	}
+	return none // not reached: t.n < len(t.e)
 }
 
 // Answered records that the binding answered its OPTIONS ping: its
