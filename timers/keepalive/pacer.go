@@ -266,18 +266,22 @@ func (p Params) batchSpan() int64 {
 // BatchDue returns when the owner should next call Advance so that one
 // call releases as many ticks as one batch can hold: the due time of the
 // last of the ticks from the next one (NextDue) on whose bindings add up
-// to at most SendOneTime, within the next one's group of ticks. The tick
-// slots are cut into groups of batchSpan/SendInterval + 1 (batchSpan: 1 %
-// of the period or half of MaxLag, whichever is shorter; 16 ticks of
-// 10 ms with the defaults). With 100,000 bindings and the defaults (33 or
-// 34 per tick, 100 per batch) a batch is two or three ticks: up to 100
+// to at most SendOneTime, at most batchSpan/SendInterval ticks after the
+// next one (batchSpan: 1 % of the period or half of MaxLag, whichever is
+// shorter; 15 ticks of 10 ms with the defaults) and not past the last tick
+// slot of the period. With 100,000 bindings and the defaults (33 or 34 per
+// tick, 100 per batch) a batch is two or three ticks: up to 100
 // keep-alives every 20 or 30 ms instead of 33 every 10 ms; with a few
-// bindings, one batch per group, every 160 ms, instead of a mostly empty
-// tick every 10 ms. A binding is then pinged up to batchSpan after its
-// tick, at the same place in every period while the loads stay as they
-// are, so its interval is the period, and within batchSpan of it while
-// bindings come and go. Fewer, fuller batches cost fewer wake-ups, most of
-// the CPU of a keep-alive besides the send itself (BENCHMARKS.md). A tick partly
+// bindings, one batch every 160 ms instead of a mostly empty tick every
+// 10 ms. A binding is then pinged up to batchSpan after its tick. The
+// batches of a period are cut greedily from its first tick slot on, so
+// while the loads stay as they are every tick is released at the same
+// place in every period and a binding's interval is the period; while
+// bindings come and go it stays within batchSpan of it. (Until change 34
+// in BENCHMARKS.md the cuts were fixed groups of 16 ticks: at 100,000
+// bindings six batches a group, 37.5 a second, where batches of up to
+// three ticks take about 34.) Fewer, fuller batches cost fewer wake-ups,
+// most of the CPU of a keep-alive besides the send itself. A tick partly
 // visited (the budget ran out) is due at once, and so is a tick that alone
 // holds more than SendOneTime. Bindings added after the call may make the
 // batch larger than SendOneTime; Advance then stops at the budget as ever.
@@ -289,13 +293,13 @@ func (t *Table) BatchDue() int64 {
 	b := uint64(t.nticks)
 	budget := uint64(t.p.SendOneTime)
 	sum := uint64(t.load[t.next%b])
-	// The slots are cut into groups of span+1 ticks (the last one of the
-	// period shorter): a batch ends at its group's end at the latest, so
-	// a binding's tick is released at the same place in every period
-	// when the loads do not change, and its interval stays the period.
-	g := uint64(t.p.batchSpan()/t.interval) + 1
+	// A batch ends at the period's last tick slot at the latest, so the
+	// cuts start over at slot 0 in every period and fall at the same
+	// places while the loads do not change: a binding's interval stays
+	// the period.
+	span := uint64(t.p.batchSpan() / t.interval)
 	slot := t.next % b
-	last := t.next + min(slot/g*g+g, b) - 1 - slot
+	last := t.next + min(span, b-1-slot)
 	for k := t.next + 1; k <= last; k++ {
 		if sum += uint64(t.load[k%b]); sum > budget {
 			break
