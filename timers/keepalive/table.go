@@ -143,8 +143,8 @@ type Table struct {
 	e      []entry  // makeEntries: on huge pages where it can
 	huge   bool     // e was advised MADV_HUGEPAGE
 	vacant []uint64 // one bit per binding slot, set while the slot is free
-	n      int     // bindings
-	nated  int     // NATed bindings
+	n      int      // bindings
+	nated  int      // NATed bindings
 	maxKey int
 
 	// The schedule: tick k is due at start + k*interval and visits tick
