@@ -142,7 +142,7 @@ func (w *udpBatch) pack() int {
 // rawBatch bounds one sendmmsg call. A batch of the default send_one_time
 // (100) goes out in one call: with 64 it took two, one system call more per
 // batch than the floor of bench/keepalive.sh pays (BENCHMARKS.md, change
-// 30). 128 datagrams are at most about 500 µs in the kernel on loopback,
+// 31). 128 datagrams are at most about 500 µs in the kernel on loopback,
 // where the receive path runs in the sender's call.
 const rawBatch = 128
 

@@ -584,7 +584,7 @@ func TestAORCollisions(t *testing.T) {
 // TestGCPerBinding: a binding costs the garbage collector one heap object
 // (its names) and 32 bytes to scan (a names entry; records and maps hold no
 // pointers). The collection Go forces every two minutes marks and scans
-// all of them (BENCHMARKS.md, change 30).
+// all of them (BENCHMARKS.md, change 32).
 func TestGCPerBinding(t *testing.T) {
 	const n = 2000
 	reqs := make([]*sip.Request, n)

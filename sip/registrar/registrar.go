@@ -178,7 +178,7 @@ const none = ^uint32(0)
 // allocated; at 100,000 bindings it marked four strings per binding and
 // scanned 29 MB of records and maps: 69 ms of CPU in sbcd, a tenth of its
 // CPU per keep-alive in a bench window that holds one (BENCHMARKS.md,
-// change 30).
+// change 32).
 
 // record is the registrar's side data of one binding, indexed by
 // keepalive.ID.Index(); its strings are in names at the same index.

@@ -356,7 +356,7 @@ func (t *Table) remove(i uint32) {
 // the list of one tick slot; with its bindings in one region that is a few
 // KiB of memory that the CPU streams in, instead of a cache miss per
 // binding: the bindings of one tick were registered a period apart, and
-// from one free list they lay anywhere in the array (change 30 in
+// from one free list they lay anywhere in the array (change 33 in
 // BENCHMARKS.md). A SetParams that changes the number of ticks re-spreads
 // the bindings over new tick slots but leaves them where they are: the
 // order comes back as bindings come and go.
