@@ -630,3 +630,34 @@ func TestGCPerBinding(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 }
+
+// TestTooManyNetworks: the registrar keeps up to maxNets network names
+// (record.net); a REGISTER over one more is answered 500 and changes
+// nothing, and the networks it knows keep working.
+func TestTooManyNetworks(t *testing.T) {
+	r, _ := newTest(t, func(o *Options) { o.MaxBindings = 64 })
+	src := netip.MustParseAddrPort("198.51.100.7:40000")
+	reg := func(user, network string) int {
+		t.Helper()
+		q := rq{user: user, contacts: []string{"<sip:" + user + "@10.0.0.5:5060>"}, expires: "600"}
+		return r.Register(q.req(t), src, Flow{Network: network}).StatusCode
+	}
+	for k := range maxNets - 2 { // UDP and TCP are known from the start
+		if code := reg("u"+itoa(k), "NET"+itoa(k)); code != 200 {
+			t.Fatalf("REGISTER over network %d: %d", k, code)
+		}
+	}
+	if code := reg("over", "ONEMORE"); code != 500 {
+		t.Errorf("REGISTER over network %d: %d, want 500", maxNets+1, code)
+	}
+	if _, ok := r.Locate("over"); ok {
+		t.Error("the refused REGISTER left a binding")
+	}
+	if code := reg("udp", "udp"); code != 200 {
+		t.Errorf("REGISTER over UDP after the refusal: %d", code)
+	}
+	c, ok := r.Locate("u3")
+	if !ok || c.Flow.Network != "NET3" {
+		t.Errorf("Locate u3: %+v, %v; want its network NET3", c, ok)
+	}
+}
