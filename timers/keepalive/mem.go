@@ -2,14 +2,15 @@ package keepalive
 
 import "unsafe"
 
-// The binding array is the one part of the table that the pacer reads at
-// random: the bindings of one tick were registered a period apart, so they
-// sit thousands of slots apart and every one of them is a page of its own
-// (100,000 bindings are 5.6 MB, 1,400 pages of 4 KiB). On 4-KiB pages each
-// keep-alive then costs a TLB miss besides the cache miss; perf showed
-// Advance at 14 % of sbcd's CPU in bench/keepalive.sh, nearly all of it on
-// the load of the next binding, and 3 % with huge pages (BENCHMARKS.md,
-// change 30). On Linux, New therefore maps an array of hugeMin or more
+// The binding array is the part of the table the pacer walks: 100,000
+// bindings are 5.6 MB, 1,400 pages of 4 KiB, and each batch, 30 ms after
+// the last, reads another part of it. Before the bindings of one tick were
+// kept together (Table.home, change 33) every binding was a page of its
+// own; on 4-KiB pages each keep-alive then cost a TLB miss besides the
+// cache miss: perf showed Advance at 14 % of sbcd's CPU in
+// bench/keepalive.sh, nearly all of it on the load of the next binding,
+// and 4.9 % with huge pages (BENCHMARKS.md, change 30). On Linux, New
+// therefore maps an array of hugeMin or more
 // apart from the Go heap and asks for transparent huge pages on it
 // (mem_linux.go); elsewhere, and when the kernel refuses, it is an ordinary
 // slice.
