@@ -17,8 +17,8 @@
 // The package holds the fixed-capacity binding table and its pacer: the table
 // is allocated once by New, and Upsert, Lookup, Remove, Answered and Advance
 // allocate nothing. The package does no I/O, starts no goroutines and never
-// reads the clock (its one system call maps the binding array on huge pages,
-// mem.go): the owner (the registrar) passes a monotonic time in
+// reads the clock (timers/huge maps the binding array on huge pages in New):
+// the owner (the registrar) passes a monotonic time in
 // nanoseconds, calls Advance every send_interval and sends the packets the
 // returned events ask for. Given the same calls it produces the same events.
 package keepalive

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"sbcd/timers/huge"
 	"sbcd/timers/index"
 )
 
@@ -140,7 +141,7 @@ type entry struct {
 type Table struct {
 	p      Params
 	idx    *index.Index
-	e      []entry  // makeEntries: on huge pages where it can
+	e      []entry  // on huge pages where it can (New)
 	huge   bool     // e was advised MADV_HUGEPAGE
 	vacant []uint64 // one bit per binding slot, set while the slot is free
 	n      int      // bindings
@@ -189,7 +190,12 @@ func New(capacity, maxKeyLen int, p Params, start int64) (*Table, error) {
 		maxKey: maxKeyLen,
 		bucket: make([]uint32, capacity+1),
 	}
-	t.e = makeEntries(t, capacity) // on huge pages where it can (mem.go)
+	// The binding array is the part of the table the pacer walks: 100,000
+	// bindings are 5.6 MB, 1,400 pages of 4 KiB, and each batch reads
+	// another part of it. On base pages Advance was 14 % of sbcd's CPU in
+	// bench/keepalive.sh, nearly all of it on the load of the next
+	// binding, and 4.9 % on huge pages (BENCHMARKS.md, change 30).
+	t.e, t.huge = huge.Make[entry](t, capacity)
 	for i := range t.e {
 		t.e[i].gen = 1
 	}

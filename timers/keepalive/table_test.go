@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sbcd/timers/huge"
 )
 
 const sec = int64(time.Second)
@@ -431,4 +433,24 @@ func TestZeroAllocs(t *testing.T) {
 		t.Error("Advance sent nothing")
 	}
 	checkInvariants(t, tab)
+}
+
+// TestEntriesHugePages: the binding array of 100,000 bindings is advised
+// huge pages wherever the kernel has them (timers/huge tests the mapping);
+// one of 1,000 stays on the Go heap.
+func TestEntriesHugePages(t *testing.T) {
+	small, err := New(1000, 64, DefaultParams(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if small.huge {
+		t.Errorf("a table of 1,000 bindings was mapped apart: want the Go heap below %d bytes", huge.Page)
+	}
+	tab, err := New(100000, 64, DefaultParams(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if huge.Enabled() && !tab.huge {
+		t.Errorf("transparent huge pages are on but the binding array of 100,000 bindings was not advised")
+	}
 }

@@ -1,4 +1,4 @@
-package keepalive
+package huge
 
 import (
 	"bufio"
@@ -73,79 +73,52 @@ func vmstat(t *testing.T, name string) int {
 	return 0
 }
 
-func thpMode(t *testing.T) string {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		return "none"
-	}
-	s := string(b)
-	if i := strings.IndexByte(s, '['); i >= 0 {
-		if j := strings.IndexByte(s[i:], ']'); j > 0 {
-			return s[i+1 : i+j]
-		}
-	}
-	return "none"
-}
-
-// TestEntriesHugePages: a table of 100,000 bindings gets its binding array
-// in a mapping of its own, aligned to a huge page and backed by huge pages
-// when the kernel has them on (madvise or always), and the mapping goes
-// away once the table is garbage. A small table stays on the Go heap.
-func TestEntriesHugePages(t *testing.T) {
-	small, err := New(1000, 64, DefaultParams(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if small.huge {
-		t.Errorf("a table of 1,000 bindings (%d bytes) was mapped apart: want the Go heap below %d bytes", 1000*entrySize, hugeMin)
-	}
-
+// TestMapping: a table of 4 MiB gets a mapping of its own, aligned to a
+// huge page and backed by huge pages when the kernel has them on (madvise
+// or always), and the mapping goes away once its owner is garbage.
+func TestMapping(t *testing.T) {
 	fallback0 := vmstat(t, "thp_fault_fallback")
-	tab, err := New(100000, 64, DefaultParams(), 0)
-	if err != nil {
-		t.Fatal(err)
+	o := &owner{}
+	s, advised := Make[uint64](o, 2*Page/8)
+	o.s = s
+	for i := range s { // touch every page
+		s[i] = uint64(i)
 	}
-	for i := range 1000 {
-		if _, err := tab.Upsert(strconv.Itoa(i), "c", forever(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	addr := uintptr(unsafe.Pointer(&tab.e[0]))
-	if addr%hugePage != 0 {
-		t.Errorf("binding array at %#x: want it aligned to %d", addr, hugePage)
+	addr := uintptr(unsafe.Pointer(&s[0]))
+	if addr%Page != 0 {
+		t.Errorf("table at %#x: want it aligned to %d", addr, Page)
 	}
 	start, hugeKB, hg, ok := mapping(t, addr)
 	if !ok {
-		t.Fatalf("no mapping holds the binding array at %#x", addr)
+		t.Fatalf("no mapping holds the table at %#x", addr)
 	}
-	mode := thpMode(t)
-	t.Logf("transparent huge pages %q: advised %v, VmFlags hg %v, AnonHugePages %d KiB", mode, tab.huge, hg, hugeKB)
-	if mode == "madvise" || mode == "always" {
-		if !tab.huge {
-			t.Errorf("huge pages are %q but the binding array was not advised", mode)
+	t.Logf("transparent huge pages on: %v; advised %v, VmFlags hg %v, AnonHugePages %d KiB", Enabled(), advised, hg, hugeKB)
+	if Enabled() {
+		if !advised {
+			t.Errorf("huge pages are on but the table was not advised")
 		}
 		// qemu-aarch64 (the arm64 tests) takes madvise and drops it:
 		// then the mapping lacks the kernel's "hg" flag.
 		if !hg {
 			t.Logf("the mapping lacks VmFlags hg: the advice did not reach the kernel (user-mode emulation); huge pages not checked")
-		} else if hugeKB < hugePage>>10 {
+		} else if hugeKB < Page>>10 {
 			// The kernel may have had no free huge page at hand (a
 			// fragmented machine): it counts that as a fallback, and
 			// the table works the same on base pages.
 			if fb := vmstat(t, "thp_fault_fallback"); fb > fallback0 {
-				t.Logf("no huge page for the binding array: the kernel fell back to base pages (thp_fault_fallback %d -> %d)", fallback0, fb)
+				t.Logf("no huge page for the table: the kernel fell back to base pages (thp_fault_fallback %d -> %d)", fallback0, fb)
 			} else {
-				t.Errorf("AnonHugePages of the binding array %d KiB: want at least one huge page", hugeKB)
+				t.Errorf("AnonHugePages of the table %d KiB: want at least one huge page", hugeKB)
 			}
 		}
 	}
-	if _, err := tab.Upsert("after", "c", forever(1)); err != nil {
-		t.Fatal(err)
+	if s[len(s)-1] != uint64(len(s)-1) {
+		t.Errorf("last element %d, want %d", s[len(s)-1], len(s)-1)
 	}
-	runtime.KeepAlive(tab)
+	runtime.KeepAlive(o)
 
 	// Garbage: the cleanup unmaps it.
-	tab = nil
+	o, s = nil, nil
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		runtime.GC()
@@ -154,7 +127,7 @@ func TestEntriesHugePages(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the binding array's mapping at %#x is still there 10 s after its table became garbage", addr)
+			t.Fatalf("the table's mapping at %#x is still there 10 s after its owner became garbage", addr)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
