@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
+
+	"sbcd/timers/huge"
 )
 
 // This file is sbcd's retransmission cache for finished non-INVITE server
@@ -83,6 +85,7 @@ type rtxCache struct {
 
 	mu         sync.Mutex
 	buf        []byte // the ring arena, a multiple of 8 long
+	huge       bool   // buf was advised huge pages
 	head, tail uint64 // absolute positions: live records are in [head, tail)
 	idx        map[uint64]uint64
 
@@ -92,7 +95,10 @@ type rtxCache struct {
 func newRtxCache(size int, ttl int64, now func() int64, socks []net.PacketConn) *rtxCache {
 	size = max(size, rtxCacheMin) &^ 7
 	c := &rtxCache{seed: maphash.MakeSeed(), ttl: ttl, now: now, socks: socks,
-		buf: make([]byte, size), idx: make(map[uint64]uint64)}
+		idx: make(map[uint64]uint64)}
+	// The arena is written end to end under load: on huge pages outside
+	// the Go heap (timers/huge), as the other preallocated tables.
+	c.buf, c.huge = huge.Make[byte](c, size)
 	c.udp = make([]addrPortWriter, len(socks))
 	for i, s := range socks {
 		c.udp[i], _ = s.(addrPortWriter)

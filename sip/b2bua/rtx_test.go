@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"sbcd/timers/huge"
 )
 
 // key renders a transaction key as branch|host|port|method for messages.
@@ -586,4 +588,20 @@ func heapAlloc() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// TestRtxHugePages: the default arena is advised huge pages wherever the
+// kernel has them (timers/huge); the smallest stays on the Go heap.
+func TestRtxHugePages(t *testing.T) {
+	now := func() int64 { return 0 }
+	if c := newRtxCache(rtxCacheMin, int64(time.Second), now, nil); c.huge {
+		t.Errorf("an arena of %d bytes was mapped apart: want the Go heap below %d bytes", rtxCacheMin, huge.Page)
+	}
+	c := newRtxCache(RtxCacheDefault, int64(time.Second), now, nil)
+	if huge.Enabled() && !c.huge {
+		t.Errorf("transparent huge pages are on but the arena of %d bytes was not advised", RtxCacheDefault)
+	}
+	if len(c.buf) != RtxCacheDefault {
+		t.Errorf("arena of %d bytes, want %d", len(c.buf), RtxCacheDefault)
+	}
 }

@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"sbcd/timers/huge"
 	"sbcd/timers/keepalive"
 )
 
@@ -274,16 +275,17 @@ type Registrar struct {
 
 	limiter limiter
 
-	mu    sync.Mutex
-	tab   *keepalive.Table
-	rec   []record
-	names []names
-	nets  []string          // Flow.Network names, record.net
-	aors  map[uint64]uint32 // aorHash -> first record of its list; bounded by the table (every key has a binding)
-	bySrc map[srcKey]uint32
-	byIP  map[[16]byte]uint32
-	ka    kaState // keep-alive payload cache, per params
-	ring  [pingRing]secondCount
+	mu      sync.Mutex
+	tab     *keepalive.Table
+	rec     []record
+	recHuge bool // rec was advised huge pages
+	names   []names
+	nets    []string          // Flow.Network names, record.net
+	aors    map[uint64]uint32 // aorHash -> first record of its list; bounded by the table (every key has a binding)
+	bySrc   map[srcKey]uint32
+	byIP    map[[16]byte]uint32
+	ka      kaState // keep-alive payload cache, per params
+	ring    [pingRing]secondCount
 	// counters under mu
 	expired uint64 // expirations found by Register before the pacer
 
@@ -359,7 +361,10 @@ func New(o Options) (*Registrar, error) {
 	r.tab = tab
 	r.aors = make(map[uint64]uint32, min(o.MaxBindings, 4096))
 	r.aorHash = seededHash()
-	r.rec = make([]record, o.MaxBindings)
+	// Records hold no pointers (the garbage collector has nothing to scan
+	// in them): from 2 MiB on they live on huge pages outside the Go heap
+	// (timers/huge).
+	r.rec, r.recHuge = huge.Make[record](r, o.MaxBindings)
 	r.names = make([]names, o.MaxBindings)
 	r.nets = []string{"UDP", "TCP"}
 	r.bySrc = make(map[srcKey]uint32, min(o.MaxBindings, 4096))

@@ -3,8 +3,9 @@
 // uint32 value. The dialog and binding tables of sbcd use it to find a slot
 // from what arrives on the wire.
 //
-// Everything is allocated once by New: entries, the probe table and an arena
-// that holds a copy of every key, so a lookup checks the stored key and never
+// Everything is allocated once by New (large arrays on huge pages,
+// timers/huge): entries, the probe table and an arena that holds a copy of
+// every key, so a lookup checks the stored key and never
 // trusts the hash alone. Hashing is seeded per index (hash/maphash), so
 // colliding keys cannot be precomputed by a sender. Insert, Lookup and Delete
 // allocate nothing. A full index returns ErrFull; it never grows.
@@ -14,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+
+	"sbcd/timers/huge"
 )
 
 // Errors returned by the index.
@@ -78,12 +81,15 @@ func New(o Options) (*Index, error) {
 		seed:   maphash.MakeSeed(),
 		maxKey: o.MaxKeyLen,
 		mask:   size - 1,
-		table:  make([]uint32, size),
-		ent:    make([]entry, o.Capacity),
-		keys:   make([]byte, o.Capacity*o.MaxKeyLen),
 
 		hashMask: ^uint64(0),
 	}
+	// On huge pages outside the Go heap from 2 MiB on (timers/huge): the
+	// key arena of the registrar's 111,000 bindings is 28 MB, every page
+	// of it touched once the bindings are there.
+	x.table, _ = huge.Make[uint32](x, int(size))
+	x.ent, _ = huge.Make[entry](x, o.Capacity)
+	x.keys, _ = huge.Make[byte](x, o.Capacity*o.MaxKeyLen)
 	for i := range x.ent {
 		x.ent[i].value = uint32(i + 1)
 	}
