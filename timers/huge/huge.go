@@ -3,27 +3,30 @@
 //
 // sbcd allocates its tables once, at their full capacity (DESIGN.md §1):
 // at 100,000 bindings the registrar's key arena, records and binding
-// array, and the 32 MiB retransmission cache, about 70 MB that fill as
-// the box works. On 4-KiB pages that is some 17,000 page-table entries
-// for the kernel and the TLB, and the keep-alive pacer, which wakes about
-// 34 times a second to send a batch, paid for them on every wake-up: on
-// the reference machine (a guest whose page tables the hypervisor
-// shadows) a program's cost per context switch grows with the base pages
-// it has mapped. bench/kafloor, sending keep-alives and doing nothing
-// else, spent 2.5 times its CPU with 500 MB touched on base pages, and
-// no more than without it with the same 500 MB on huge pages
-// (BENCHMARKS.md, change 35). On the board's arm64 cores huge pages cut
-// the TLB misses of a walk over a table the same way (change 30).
+// array, and the 32 MiB retransmission cache, about 75 MB that fill as
+// the box works. On 4-KiB pages that is some 19,000 page-table entries,
+// and the keep-alive pacer, which wakes about 34 times a second to send a
+// batch, paid for them on every wake-up: on the reference machine (a
+// guest whose page tables the hypervisor shadows) a program's cost per
+// context switch grows with the base pages it has mapped. bench/kafloor,
+// sending keep-alives and doing nothing else, spent 2.5 times its CPU
+// with 500 MB touched on base pages, and no more than without it with the
+// same 500 MB on huge pages (BENCHMARKS.md, change 35). Huge pages also
+// spare the TLB misses of a walk over a table (change 30: the pacer's
+// walk over the binding array).
 //
 // Make maps such a table as an anonymous private mapping of its own,
 // aligned to a huge page and advised MADV_HUGEPAGE before anything touches
 // it, so the page faults take huge pages (no khugepaged needed) whenever
 // transparent huge pages are not "never". Memory outside the Go heap is
 // invisible to the garbage collector, which suits these tables: they hold
-// no pointers, the collector has nothing to scan in them, and the heap
-// the GC percentage is computed from (cmd/sbcd/gc.go) is then only what
-// sbcd allocates as it runs. A table smaller than a huge page, a type with
-// pointers, a failed mapping and other systems get an ordinary slice.
+// no pointers, the collector has nothing to scan in them, and the GC
+// percentage (cmd/sbcd/gc.go) no longer lets garbage pile up in proportion
+// to them. The price is paid once per 2 MiB, at the first touch: a fault
+// that zeroes a whole huge page (and, with the kernel's default defrag
+// setting "madvise", may first compact memory to find one). A table
+// smaller than a huge page, a type with pointers, a failed mapping and
+// other systems get an ordinary slice.
 package huge
 
 import "reflect"
