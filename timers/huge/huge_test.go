@@ -2,6 +2,7 @@ package huge
 
 import (
 	"reflect"
+	"runtime"
 	"testing"
 	"unsafe"
 )
@@ -80,6 +81,7 @@ func TestMake(t *testing.T) {
 			if first != nil {
 				*(*byte)(first), *(*byte)(last) = 1, 2 // writable end to end
 			}
+			runtime.KeepAlive(o) // the owner of a mapping outlives its use
 		})
 	}
 }
