@@ -16,6 +16,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sbcd/timers/huge"
+	"sbcd/timers/huge/hugetest"
 )
 
 // key renders a transaction key as branch|host|port|method for messages.
@@ -598,7 +599,7 @@ func TestRtxHugePages(t *testing.T) {
 		t.Errorf("an arena of %d bytes was mapped apart: want the Go heap below %d bytes", rtxCacheMin, huge.Page)
 	}
 	c := newRtxCache(RtxCacheDefault, int64(time.Second), now, nil)
-	if huge.Enabled() && !c.huge {
+	if hugetest.Enabled() && !c.huge {
 		t.Errorf("transparent huge pages are on but the arena of %d bytes was not advised", RtxCacheDefault)
 	}
 	if len(c.buf) != RtxCacheDefault {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"sbcd/timers/huge"
+	"sbcd/timers/huge/hugetest"
 	"sbcd/timers/keepalive"
 )
 
@@ -664,15 +665,16 @@ func TestTooManyNetworks(t *testing.T) {
 }
 
 // TestRecordsHugePages: the records of 100,000 bindings are advised huge
-// pages wherever the kernel has them (timers/huge), which also proves
-// record holds no pointers; those of 1,000 stay on the Go heap.
+// pages wherever the kernel has them (timers/huge), which there also
+// proves record holds no pointers (TestGCPerBinding checks that
+// everywhere); those of 1,000 stay on the Go heap.
 func TestRecordsHugePages(t *testing.T) {
 	small, _ := newTest(t, func(o *Options) { o.MaxBindings = 1000 })
 	if small.recHuge {
 		t.Errorf("the records of 1,000 bindings were mapped apart: want the Go heap below %d bytes", huge.Page)
 	}
 	r, _ := newTest(t, func(o *Options) { o.MaxBindings = 100000 })
-	if huge.Enabled() && !r.recHuge {
+	if hugetest.Enabled() && !r.recHuge {
 		t.Errorf("transparent huge pages are on but the records of 100,000 bindings (%d bytes each) were not advised", unsafe.Sizeof(record{}))
 	}
 }

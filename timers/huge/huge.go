@@ -29,7 +29,10 @@
 // other systems get an ordinary slice.
 package huge
 
-import "reflect"
+import (
+	"math/bits"
+	"reflect"
+)
 
 // Page is the size of a transparent huge page on amd64, and on arm64 with
 // 4-KiB base pages (the board's kernel).
@@ -45,8 +48,8 @@ const Page = 2 << 20
 // failed mapping and other systems get make([]T, n) and advised false.
 func Make[T any, O any](owner *O, n int) (s []T, advised bool) {
 	typ := reflect.TypeFor[T]()
-	size := uint64(max(n, 0)) * uint64(typ.Size())
-	if n < 1 || size < Page || size > maxSize || owner == nil || hasPointers(typ) {
+	hi, size := bits.Mul64(uint64(max(n, 0)), uint64(typ.Size()))
+	if n < 1 || hi != 0 || size < Page || size > maxSize || owner == nil || hasPointers(typ) {
 		return make([]T, max(n, 0)), false
 	}
 	if s, advised, ok := mapArray[T](owner, n, int(size)); ok {

@@ -1,9 +1,7 @@
 package huge
 
 import (
-	"os"
 	"runtime"
-	"strings"
 	"syscall"
 	"unsafe"
 )
@@ -23,16 +21,4 @@ func mapArray[T any, O any](owner *O, n, size int) (s []T, advised, ok bool) {
 	advised = syscall.Madvise(arr, syscall.MADV_HUGEPAGE) == nil
 	runtime.AddCleanup(owner, func(b []byte) { _ = syscall.Munmap(b) }, b)
 	return unsafe.Slice((*T)(unsafe.Pointer(&arr[0])), n), advised, true
-}
-
-// Enabled reports whether the kernel backs advised mappings with
-// transparent huge pages: /sys/kernel/mm/transparent_hugepage/enabled is
-// "always" or "madvise".
-func Enabled() bool {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	return strings.Contains(s, "[always]") || strings.Contains(s, "[madvise]")
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"sbcd/timers/huge/hugetest"
 )
 
 // mapping returns the /proc/self/smaps block of the mapping that holds
@@ -92,8 +94,8 @@ func TestMapping(t *testing.T) {
 	if !ok {
 		t.Fatalf("no mapping holds the table at %#x", addr)
 	}
-	t.Logf("transparent huge pages on: %v; advised %v, VmFlags hg %v, AnonHugePages %d KiB", Enabled(), advised, hg, hugeKB)
-	if Enabled() {
+	t.Logf("transparent huge pages on: %v; advised %v, VmFlags hg %v, AnonHugePages %d KiB", hugetest.Enabled(), advised, hg, hugeKB)
+	if hugetest.Enabled() {
 		if !advised {
 			t.Errorf("huge pages are on but the table was not advised")
 		}

@@ -7,6 +7,3 @@ package huge
 func mapArray[T any, O any](owner *O, n, size int) (s []T, advised, ok bool) {
 	return nil, false, false
 }
-
-// Enabled is false: no transparent huge pages outside Linux.
-func Enabled() bool { return false }

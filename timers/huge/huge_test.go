@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"unsafe"
+
+	"sbcd/timers/huge/hugetest"
 )
 
 type owner struct{ s []uint64 }
@@ -75,7 +77,7 @@ func TestMake(t *testing.T) {
 			if advised && !tt.mayAdvise {
 				t.Errorf("advised huge pages: want an ordinary slice")
 			}
-			if tt.mayAdvise && Enabled() && !advised {
+			if tt.mayAdvise && hugetest.Enabled() && !advised {
 				t.Errorf("transparent huge pages are on but the table was not advised")
 			}
 			if first != nil {

@@ -57,6 +57,7 @@ type Index struct {
 	table  []uint32 // probe table: entry number + 1, 0 = empty
 	ent    []entry  // per entry: what a probe compares, in one cache line
 	keys   []byte   // per entry: MaxKeyLen bytes of key storage
+	huge   bool     // keys was advised huge pages
 	free   uint32   // head of the free entry list
 	used   int
 
@@ -89,7 +90,7 @@ func New(o Options) (*Index, error) {
 	// of it touched once the bindings are there.
 	x.table, _ = huge.Make[uint32](x, int(size))
 	x.ent, _ = huge.Make[entry](x, o.Capacity)
-	x.keys, _ = huge.Make[byte](x, o.Capacity*o.MaxKeyLen)
+	x.keys, x.huge = huge.Make[byte](x, o.Capacity*o.MaxKeyLen)
 	for i := range x.ent {
 		x.ent[i].value = uint32(i + 1)
 	}

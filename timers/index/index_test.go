@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"sbcd/timers/huge"
+	"sbcd/timers/huge/hugetest"
 )
 
 func mustNew(t testing.TB, capacity, maxKey int) *Index {
@@ -241,5 +244,32 @@ func BenchmarkLookup(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestKeysHugePages: the key arena of the registrar's default-sized
+// binding index (111,000 keys of 256 bytes) is advised huge pages
+// wherever the kernel has them (timers/huge); a small one stays on the Go
+// heap.
+func TestKeysHugePages(t *testing.T) {
+	small, err := New(Options{Capacity: 100, MaxKeyLen: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if small.huge {
+		t.Errorf("a key arena of 6,400 bytes was mapped apart: want the Go heap below %d bytes", huge.Page)
+	}
+	x, err := New(Options{Capacity: 111000, MaxKeyLen: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hugetest.Enabled() && !x.huge {
+		t.Errorf("transparent huge pages are on but the key arena of %d bytes was not advised", len(x.keys))
+	}
+	if _, err := x.Insert("aor", "contact", 7); err != nil {
+		t.Fatalf("insert into the mapped arena: %v", err)
+	}
+	if v, ok := x.Lookup("aor", "contact"); !ok || v != 7 {
+		t.Errorf("lookup: %d, %v; want 7, true", v, ok)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"sbcd/timers/huge"
+	"sbcd/timers/huge/hugetest"
 )
 
 const sec = int64(time.Second)
@@ -450,7 +451,7 @@ func TestEntriesHugePages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if huge.Enabled() && !tab.huge {
+	if hugetest.Enabled() && !tab.huge {
 		t.Errorf("transparent huge pages are on but the binding array of 100,000 bindings was not advised")
 	}
 }
