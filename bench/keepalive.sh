@@ -49,7 +49,21 @@
 # SINK_HOST (addresses inside the namespace),
 # CONTACT_PORT, SEND_INTERVAL and SEND_ONE_TIME (sbcd's pacing; default 10 ms and
 # 100, DESIGN.md §3), KAM_SHM_MB, KAM_PKG_MB, SBCD (prebuilt binary), SIPP, OUT,
-# INSTALL (1: apt-get install kamailio / sip-tester when missing).
+# INSTALL (1: apt-get install kamailio / sip-tester when missing), SINK_SCHED.
+#
+# The sink runs under SCHED_BATCH (SINK_SCHED=batch, chrt(1)): a batch task
+# never preempts the task that wakes it (kernel/sched/fair.c: "Batch and
+# idle tasks do not preempt non-idle tasks"). Under SCHED_OTHER the kernel
+# often wakes the sink on the sender's CPU and switches to it at once, for
+# every datagram: in the middle of one sendmmsg of 100 keep-alives sbcd was
+# switched out and back in up to 100 times (perf sched, 2026-12-07), and
+# Kamailio's sendto burst meets the same. No NIC does that to the box; the
+# sender's bill then depended on where the scheduler put the sink, the
+# largest spread between runs. As a batch task the sink still gets the
+# CPU at the sender's next sleep or tick, and tun's queue (txqueuelen
+# 65536) and the sink's 8-MB receive buffer hold a second's keep-alives,
+# so nothing is lost: the drop counters stay in the report.
+# SINK_SCHED=other measures as before 2026-12-07 (BENCHMARKS.md).
 # At the defaults one SUT run takes about 3.5 minutes (2 SUTs x 3 runs: ~21 min;
 # every step is bounded by a timeout, each SUT by its run's worst case).
 # Needs root (ip netns, tun). Nothing leaves the namespace: SUT_HOST and
@@ -86,6 +100,7 @@ NSX=(ip netns exec "$NS")
 CONTACT_PORT=${CONTACT_PORT:-$((BASE_PORT + 9))}
 SEND_INTERVAL=${SEND_INTERVAL:-10}  # sbcd nat_keepalive.send_interval, ms (the default pacing)
 SEND_ONE_TIME=${SEND_ONE_TIME:-100} # sbcd nat_keepalive.send_one_time
+SINK_SCHED=${SINK_SCHED:-batch}     # the sink's scheduling policy (chrt): batch or other (see the header)
 FLOOR=${FLOOR:-1}                   # 1: also run bench/kafloor, the floor of each pacing
 FLOOR_MEASURE=${FLOOR_MEASURE:-30}  # its windows, s
 KAM_SHM_MB=${KAM_SHM_MB:-512}
@@ -103,6 +118,7 @@ none) SUTS="" ;; # the floor alone
 *) echo "SUT must be both, kamailio, sbcd or none" >&2; exit 2 ;;
 esac
 [ -n "$SUTS" ] || [ "$FLOOR" = 1 ] || { echo "SUT=none needs FLOOR=1" >&2; exit 2; }
+case "$SINK_SCHED" in batch | other) ;; *) echo "SINK_SCHED must be batch or other" >&2; exit 2 ;; esac
 [ "$SAMPLE" -lt "$BINDINGS" ] || { echo "SAMPLE ($SAMPLE) must be below BINDINGS ($BINDINGS)" >&2; exit 2; }
 [ "$WARMUP" -gt "$PERIOD" ] || { echo "WARMUP ($WARMUP) must exceed PERIOD ($PERIOD)" >&2; exit 2; }
 [ "$MEASURE" -ge $((2 * PERIOD)) ] || echo "note: MEASURE < 2 x PERIOD: most sample bindings get one interval at most" >&2
@@ -428,7 +444,7 @@ run_one() {
 	local pids; pids=$(IFS=,; echo "${SUT_PIDS[*]}")
 	log "  $sut: sink on $SINK_HOST:$SINK_PORT, $SAMPLE sample bindings, warm-up ${WARMUP}s, windows ${MEASURE}s on loopback, then ${MEASURE}s through $TUN"
 	local src=0
-	timeout -k 5 $((WARMUP + 2 * MEASURE + 100)) "${NSX[@]}" "$SINK" -addr "$SINK_HOST:$SINK_PORT,$CONTACT_HOST:$CONTACT_PORT" \
+	timeout -k 5 $((WARMUP + 2 * MEASURE + 100)) "${NSX[@]}" chrt "--$SINK_SCHED" 0 "$SINK" -addr "$SINK_HOST:$SINK_PORT,$CONTACT_HOST:$CONTACT_PORT" \
 		-register "$SUT_HOST:$SUT_PORT" -sample "$SAMPLE" -contact "$CONTACT_HOST:$CONTACT_PORT" \
 		-egress "$TUN" -egress-prefix "$SINK_HOST/32" \
 		-warmup "${WARMUP}s" -measure "${MEASURE}s" -period "${PERIOD}s" -pids "$pids" \
@@ -486,7 +502,7 @@ run_floor() {
 	SUT_PID=$(child_of "$SUT_TPID") || die "kafloor did not start: $(tail -5 "$d/kafloor.out")"
 	SUT_PIDS=("$SUT_PID")
 	local src=0
-	timeout -k 5 $((2 * FLOOR_MEASURE + 40)) "${NSX[@]}" "$SINK" -addr "$SINK_HOST:$SINK_PORT" \
+	timeout -k 5 $((2 * FLOOR_MEASURE + 40)) "${NSX[@]}" chrt "--$SINK_SCHED" 0 "$SINK" -addr "$SINK_HOST:$SINK_PORT" \
 		-egress "$TUN" -egress-prefix "$SINK_HOST/32" -warmup 5s -measure "${FLOOR_MEASURE}s" \
 		-period "${PERIOD}s" -pids "$SUT_PID" -out "$d/sink.txt" >"$d/sink.out" 2>&1 || src=$?
 	[ "$src" = 0 ] || die "udpsink failed (exit $src): $(tail -3 "$d/sink.out")"
@@ -511,7 +527,7 @@ run_floor() {
 	echo "sipp=$("$SIPP" -v 2>&1 | grep -o 'v[0-9.]*[^ ]*' | head -1)"
 	echo "go=$("$GO" version 2>/dev/null | awk '{print $3}')"
 	echo "sbcd=$([ -n "${SBCD:-}" ] && "$SBCD" version 2>/dev/null || true)"
-	echo "bindings=$BINDINGS period=$PERIOD measure=$MEASURE warmup=$WARMUP sample=$SAMPLE reg_rate=$REG_RATE baseline=$BASELINE runs=$RUNS"
+	echo "bindings=$BINDINGS period=$PERIOD measure=$MEASURE warmup=$WARMUP sample=$SAMPLE reg_rate=$REG_RATE baseline=$BASELINE runs=$RUNS sink_sched=$SINK_SCHED"
 } >"$OUT/machine.txt"
 
 log "keep-alive bench: SUT=$SUT bindings=$BINDINGS period=${PERIOD}s window=${MEASURE}s runs=$RUNS; out $OUT"
