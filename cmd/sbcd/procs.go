@@ -34,11 +34,13 @@ type procTuner struct {
 	set  func(int) int                 // runtime.GOMAXPROCS
 	now  func() time.Time              // the clock, for the samples
 	tick time.Duration                 // time between samples
+	idle time.Duration                 // time between samples while idle (wait)
 
 	procs  int           // Ps in force
 	last   time.Duration // cpu at lastAt
 	lastAt time.Time
-	calm   int // samples in a row at or below procsDown while at max
+	load   float64 // cores used over the last sound sample
+	calm   int     // samples in a row at or below procsDown while at max
 }
 
 const (
@@ -54,6 +56,18 @@ const (
 	// CPU with two Ps than with one.
 	procsDown = 0.3
 	procsCalm = 20
+	// procsIdle is the load, in cores, under which one P samples only
+	// every procsIdleEvery. A box that only keeps NAT bindings alive uses
+	// about 0.01 of a core (100,000 bindings), and every sample costs it a
+	// wake-up of the runtime's netpoller and of its sysmon thread, two
+	// each under this hypervisor (epoll's millisecond timeout rounds
+	// down): at procsEvery that was a fifth of the wake-ups of such a box
+	// (BENCHMARKS.md, change 36). A load that jumps from idle past one
+	// core waits at most procsIdleEvery for the second P; one P carries
+	// thousands of calls a second meanwhile, and the sockets' buffers
+	// hold the rest.
+	procsIdle      = 0.05
+	procsIdleEvery = 2 * time.Second
 )
 
 // newProcTuner returns a tuner for this process, or nil when there is
@@ -73,7 +87,8 @@ func newProcTuner(log *slog.Logger, getenv func(string) string) *procTuner {
 	if full <= 1 {
 		return nil
 	}
-	return &procTuner{log: log, full: full, cpu: processCPU, set: runtime.GOMAXPROCS, now: time.Now, tick: procsEvery}
+	return &procTuner{log: log, full: full, cpu: processCPU, set: runtime.GOMAXPROCS, now: time.Now,
+		tick: procsEvery, idle: procsIdleEvery}
 }
 
 // processCPU is the user and system CPU time this process has used.
@@ -96,21 +111,31 @@ func (t *procTuner) run(ctx context.Context) {
 		return
 	}
 	defer t.set(t.full)
-	tk := time.NewTicker(t.tick)
-	defer tk.Stop()
+	tm := time.NewTimer(t.wait())
+	defer tm.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tk.C:
+		case <-tm.C:
 			c, err := t.cpu()
 			if err != nil {
 				t.log.Warn("go threads: process CPU time unreadable, back to the default", "err", err, "gomaxprocs", t.full)
 				return
 			}
 			t.sample(t.now(), c)
+			tm.Reset(t.wait())
 		}
 	}
+}
+
+// wait is the time until the next sample: idle while one P carries less
+// than procsIdle of a core, tick otherwise.
+func (t *procTuner) wait() time.Duration {
+	if t.procs == 1 && t.load < procsIdle {
+		return t.idle
+	}
+	return t.tick
 }
 
 // start takes the first reading and drops to one P.
@@ -136,6 +161,7 @@ func (t *procTuner) sample(now time.Time, cpu time.Duration) bool {
 		return false // a clock step or a reading out of order: no load figure
 	}
 	load := used.Seconds() / wall.Seconds()
+	t.load = load
 	switch {
 	case t.procs == 1 && load >= procsUp:
 		t.procs, t.calm = t.full, 0

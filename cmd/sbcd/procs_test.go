@@ -96,6 +96,46 @@ func TestProcTunerSample(t *testing.T) {
 	}
 }
 
+// TestProcTunerWait: one P samples every procsIdleEvery while it idles
+// (a box that only keeps bindings alive), every procsEvery as soon as a
+// sample finds work or while the extra Ps are in force.
+func TestProcTunerWait(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		loads []float64 // cores used in each sample, as in TestProcTunerSample
+		want  []time.Duration
+	}{
+		{"idle from the start", nil, []time.Duration{procsIdleEvery}},
+		{"keep-alives only", []float64{0.012, 0.02, 0.049}, repeat(3, procsIdleEvery)},
+		{"calls at one P", []float64{0.01, 0.05, 0.2, 0.01}, []time.Duration{procsIdleEvery, procsEvery, procsEvery, procsIdleEvery}},
+		{"the extra Ps in force, even when calm", []float64{0.9, 0.01, 0.01}, repeat(3, procsEvery)},
+		{"back at one P and idle", append(append([]float64{0.9}, repeat(procsCalm, 0.01)...), 0.01),
+			append(repeat(procsCalm, procsEvery), procsIdleEvery, procsIdleEvery)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f fakeProcs
+			t0 := time.Unix(1000, 0)
+			tu := &procTuner{log: quietLog(), full: 2, set: f.setProcs, procs: 1, lastAt: t0,
+				tick: procsEvery, idle: procsIdleEvery}
+			got := []time.Duration{}
+			if len(tc.loads) == 0 {
+				got = append(got, tu.wait())
+			}
+			now, cpu := t0, time.Duration(0)
+			for _, l := range tc.loads {
+				d := tu.wait()
+				now = now.Add(d)
+				cpu += time.Duration(l * float64(d))
+				tu.sample(now, cpu)
+				got = append(got, tu.wait())
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("waits after each sample (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
 func TestProcTunerSampleOutOfOrder(t *testing.T) {
 	var f fakeProcs
 	t0 := time.Unix(1000, 0)
@@ -155,7 +195,7 @@ func TestProcTunerRun(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	now := t0
 	samples := 0
-	tu := &procTuner{log: quietLog(), full: 3, set: f.setProcs, tick: time.Millisecond,
+	tu := &procTuner{log: quietLog(), full: 3, set: f.setProcs, tick: time.Millisecond, idle: time.Millisecond,
 		now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
 		cpu: func() (time.Duration, error) {
 			// Each reading is one sample later and a whole core busier.
@@ -186,7 +226,7 @@ func TestProcTunerRun(t *testing.T) {
 
 	// A CPU time that cannot be read leaves the runtime's default alone.
 	var g fakeProcs
-	bad := &procTuner{log: quietLog(), full: 2, set: g.setProcs, tick: time.Millisecond, now: time.Now,
+	bad := &procTuner{log: quietLog(), full: 2, set: g.setProcs, tick: time.Millisecond, idle: time.Millisecond, now: time.Now,
 		cpu: func() (time.Duration, error) { return 0, errors.New("no rusage") }}
 	bad.run(context.Background()) // returns at once
 	if len(g.calls()) != 0 {
