@@ -56,10 +56,10 @@
 # idle tasks do not preempt non-idle tasks"). Under SCHED_OTHER the kernel
 # often wakes the sink on the sender's CPU and switches to it at once, for
 # every datagram: in the middle of one sendmmsg of 100 keep-alives sbcd was
-# switched out and back in up to 100 times (perf sched, 2026-12-07), and
-# Kamailio's sendto burst meets the same. No NIC does that to the box; the
-# sender's bill then depended on where the scheduler put the sink, the
-# largest spread between runs. As a batch task the sink still gets the
+# switched out and back in up to 100 times (perf sched, 2026-12-07), while
+# Kamailio's sendto burst was never preempted, under either policy. No NIC
+# does that to the box; sbcd's bill then depended on where the scheduler
+# put the sink, the largest spread between its runs. As a batch task the sink still gets the
 # CPU at the sender's next sleep or tick, and tun's queue (txqueuelen
 # 65536) and the sink's 8-MB receive buffer hold a second's keep-alives,
 # so nothing is lost: the drop counters stay in the report.
