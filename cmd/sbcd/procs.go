@@ -58,11 +58,11 @@ const (
 	procsCalm = 20
 	// procsIdle is the load, in cores, under which one P samples only
 	// every procsIdleEvery. A box that only keeps NAT bindings alive uses
-	// about 0.01 of a core (100,000 bindings), and every sample costs it a
-	// wake-up of the runtime's netpoller and of its sysmon thread, two
-	// each under this hypervisor (epoll's millisecond timeout rounds
-	// down): at procsEvery that was a fifth of the wake-ups of such a box
-	// (BENCHMARKS.md, change 36). A load that jumps from idle past one
+	// about 0.01 of a core (100,000 bindings), and every sample, a Go
+	// timer, costs it wake-ups of the runtime's netpoller (two: epoll's
+	// millisecond timeout rounds down) and of its sysmon thread: at
+	// procsEvery that was a fifth of the wake-ups of such a box on the
+	// reference machine (BENCHMARKS.md, change 36). A load that jumps from idle past one
 	// core waits at most procsIdleEvery for the second P; one P carries
 	// thousands of calls a second meanwhile, and the sockets' buffers
 	// hold the rest.

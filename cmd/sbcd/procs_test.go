@@ -195,7 +195,9 @@ func TestProcTunerRun(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	now := t0
 	samples := 0
-	tu := &procTuner{log: quietLog(), full: 3, set: f.setProcs, tick: time.Millisecond, idle: time.Millisecond,
+	// The first sample comes after idle (the tuner starts idle): a run
+	// that waited tick, an hour, would not sample before the deadline.
+	tu := &procTuner{log: quietLog(), full: 3, set: f.setProcs, tick: time.Hour, idle: time.Millisecond,
 		now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
 		cpu: func() (time.Duration, error) {
 			// Each reading is one sample later and a whole core busier.
